@@ -1,0 +1,1 @@
+"""AMQP transport (pika, TLS only) and broker provisioning (RabbitMQ management HTTP API)."""

@@ -1,0 +1,311 @@
+"""`federationd [-c FILE] VERB ...`: parse, call one function, print text or `--json` (SPEC 10).
+
+Every verb exits 0 on success, or non-zero with one line on standard error saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from federationd import __version__, handshake, identity
+from federationd.config import Config, config_path, load_config, permission_problem
+from federationd.errors import ConfigError, FederationError, RejectedChange, StoreError, TransportError
+from federationd.outbox import capture
+from federationd.records import get_record, list_records
+from federationd.runtime import Runtime
+from federationd.store import db_error, ensure_site_state, migrate, reading
+
+RET_OK = 0
+RET_FAILED = 1  # refused: unknown partner, bad token, invalid data, no such record, ...
+RET_USAGE = 2  # click's own code for bad arguments
+RET_CONFIG = 3
+RET_UNAVAILABLE = 4  # a broker or the database could not be reached
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = RET_FAILED) -> NoReturn:
+    click.echo(f"federationd: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(func: F) -> F:
+    """Turn our errors into one line on stderr and a named exit code."""
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), RET_CONFIG)
+        except TransportError as exc:
+            fail(str(exc), RET_UNAVAILABLE)
+        except StoreError as exc:
+            fail(str(exc), RET_UNAVAILABLE)
+        except FederationError as exc:
+            fail(str(exc))
+        except SQLAlchemyError as exc:
+            fail(str(db_error(exc)), RET_UNAVAILABLE)
+    return wrapper  # type: ignore[return-value]
+
+
+class State:
+    def __init__(self, path: str | None) -> None:
+        self.path = config_path(path)
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.path)
+        return self._config
+
+    def runtime(self) -> Runtime:
+        return Runtime(self.config)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def emit(as_json: bool, document: Any, text: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(document, ensure_ascii=False, indent=None))
+    else:
+        text()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_file", metavar="FILE", help="Site config (else $FEDERATIOND_CONFIG, else "
+              "/etc/federationd/federationd.yaml).")
+@click.version_option(__version__, prog_name="federationd")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """Link this groupware site with partner sites over RabbitMQ-over-TLS."""
+    logging.basicConfig(level=logging.WARNING, format="federationd: %(levelname)s: %(message)s")
+    ctx.obj = State(config_file)
+
+
+@main.command()
+@pass_state
+@guarded
+def init(state: State) -> None:
+    """Create or migrate the database schema and this site's state."""
+    config = state.config
+    installation = identity.installation_id(config.state_dir, create=True)
+    identity.signing_key(config.state_dir, create=True)
+    rt = state.runtime()
+    migrate(rt.engine)
+    with rt.engine.begin() as conn:
+        site = ensure_site_state(conn, config.site.id, installation)
+        company = get_record(conn, config.site.id, "company", config.site.id)
+        wanted = {"company": config.site.company, "name": config.site.name}
+        if company is None or company.deleted or company.data != wanted:
+            capture.put(conn, "company", config.site.id, wanted)
+    click.echo(f"site {site.site_id}: database ready at schema head; state in {config.state_dir}")
+
+
+@main.command("check-config")
+@pass_state
+@guarded
+def check_config(state: State) -> None:
+    """Validate the config file without touching anything."""
+    config = state.config
+    problem = permission_problem(state.path)
+    if problem:
+        click.echo(f"federationd: warning: {problem}", err=True)
+    click.echo(f"{state.path}: valid (site {config.site.id}, {len(config.links)} link section(s))")
+
+
+@main.command()
+@pass_state
+@guarded
+def run(state: State) -> None:
+    """Run the daemon in the foreground (for systemd Type=notify)."""
+    from federationd.daemon import Daemon  # noqa: PLC0415 - only `run` needs the daemon's imports
+
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    problem = permission_problem(state.path)
+    if problem:
+        logging.getLogger("federationd").warning("%s", problem)
+    Daemon(state.path, state.config).run()
+
+
+# -- records -------------------------------------------------------------------------------------------------
+@main.group()
+def records() -> None:
+    """Read and write records (home records for writes)."""
+
+
+def _parse_data(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RejectedChange("invalid_data", f"--data is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise RejectedChange("invalid_data", "--data must be a JSON object")
+    return data
+
+
+@records.command("put")
+@click.argument("category")
+@click.argument("record_id", metavar="ID")
+@click.option("--data", "data_text", required=True, help="The record's fields, as a JSON object.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@guarded
+def records_put(state: State, category: str, record_id: str, data_text: str, as_json: bool) -> None:
+    """Create or change a home record."""
+    data = _parse_data(data_text)
+    with state.runtime().engine.begin() as conn:
+        record = capture.put(conn, category, record_id, data)
+    emit(as_json, record.as_json(), lambda: click.echo(f"{category} {record_id}: version {record.version}"))
+
+
+@records.command("delete")
+@click.argument("category")
+@click.argument("record_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@guarded
+def records_delete(state: State, category: str, record_id: str, as_json: bool) -> None:
+    """Delete a home record (partners receive a tombstone)."""
+    with state.runtime().engine.begin() as conn:
+        record = capture.delete(conn, category, record_id)
+    emit(as_json, record.as_json(), lambda: click.echo(f"{category} {record_id}: deleted (version "
+                                                       f"{record.version})"))
+
+
+@records.command("get")
+@click.argument("category")
+@click.argument("record_id", metavar="ID")
+@click.option("--origin", help="A partner's site id (default: this site).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@guarded
+def records_get(state: State, category: str, record_id: str, origin: str | None, as_json: bool) -> None:
+    """Show one record; exit 1 if there is none."""
+    site = origin or state.config.site.id
+    with reading(state.runtime().engine) as conn:
+        record = get_record(conn, site, category, record_id)
+    if record is None:
+        fail(f"no {category} {record_id!r} of origin {site!r}")
+    emit(as_json, record.as_json(), lambda: click.echo(json.dumps(record.as_json(), ensure_ascii=False, indent=2)))
+
+
+@records.command("list")
+@click.argument("category")
+@click.option("--origin", help="A partner's site id (default: this site).")
+@click.option("--include-deleted", is_flag=True, help="Also list tombstones.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@guarded
+def records_list(state: State, category: str, origin: str | None, include_deleted: bool, as_json: bool) -> None:
+    """List records of one category."""
+    site = origin or state.config.site.id
+    with reading(state.runtime().engine) as conn:
+        rows = list_records(conn, site, category, include_deleted)
+
+    def text() -> None:
+        for record in rows:
+            mark = " (deleted)" if record.deleted else ""
+            click.echo(f"{record.id}\tv{record.version}{mark}\t{json.dumps(record.data, ensure_ascii=False)}")
+    emit(as_json, [record.as_json() for record in rows], text)
+
+
+# -- links -------------------------------------------------------------------------------------------------
+@main.group()
+def link() -> None:
+    """The link handshake and lifecycle."""
+
+
+def _operator() -> str:
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
+
+
+@link.command("request")
+@click.option("--by", "requested_by", help="Who requests the link (default: the operator's user@host).")
+@pass_state
+@guarded
+def link_request(state: State, requested_by: str | None) -> None:
+    """Issue a link token to mail to the partner's administrator (valid 24 hours, single use)."""
+    token = handshake.request(state.runtime(), requested_by or _operator())
+    click.echo(f"Link token for {token.site} ({token.company}), valid until {token.public()['expires_at']}:")
+    click.echo(token.encode())
+
+
+@link.command("inspect")
+@click.argument("token")
+@click.option("--json", "as_json", is_flag=True)
+def link_inspect(token: str, as_json: bool) -> None:
+    """Show what a link token says, without any side effect."""
+    try:
+        details = handshake.inspect(token).public()
+    except FederationError as exc:
+        fail(str(exc))
+    emit(as_json, details, lambda: [click.echo(f"{key:13} {value}") for key, value in details.items()])
+
+
+@link.command("accept")
+@click.argument("token")
+@pass_state
+@guarded
+def link_accept(state: State, token: str) -> None:
+    """Accept a partner's link token; the partner then starts (or rejects) the link."""
+    accepted = handshake.accept(state.runtime(), token)
+    click.echo(f"accepted the link from {accepted.site} ({accepted.company}); waiting for it to start the link")
+
+
+@link.command("start")
+@click.argument("site")
+@pass_state
+@guarded
+def link_start(state: State, site: str) -> None:
+    """Start a link the partner accepted: both sides go `linked` and send each other a snapshot."""
+    handshake.start(state.runtime(), site)
+    click.echo(f"link with {site} started")
+
+
+@link.command("reject")
+@click.argument("site")
+@pass_state
+@guarded
+def link_reject(state: State, site: str) -> None:
+    """Reject a link the partner accepted: both sides go `stopped`."""
+    handshake.reject(state.runtime(), site)
+    click.echo(f"link with {site} rejected")
+
+
+# -- status ------------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@guarded
+def status(state: State, as_json: bool) -> None:
+    """One row per link: state, paused, last and next send, pending records, lag, last receive."""
+    from federationd.status_view import status_rows, print_status  # noqa: PLC0415
+
+    rt = state.runtime()
+    rows = status_rows(rt)
+    emit(as_json, [row.as_json() for row in rows], lambda: print_status(rt, rows))
+
+
+def entry() -> None:  # pragma: no cover - console script shim
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,88 @@
+"""Applying control messages, one function per kind (SPEC 5): the handshake's accept, start and reject.
+
+Each runs inside the dispatcher's transaction and returns follow-up work (broker calls) to run after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from federationd import linklog, links
+from federationd.broker.provisioning import token_user
+from federationd.errors import LinkError, RejectedChange
+from federationd.runtime import Runtime
+from federationd.schema import tokens
+from federationd.wire import ControlBody
+
+log = logging.getLogger(__name__)
+
+AfterCommit = Callable[[], None]
+
+
+def _text(control: dict[str, Any], name: str) -> str:
+    value = control.get(name)
+    if not isinstance(value, str) or not value:
+        raise RejectedChange("invalid_control", f"control {control.get('kind')!r} lacks {name!r}")
+    return value
+
+
+def on_accept(rt: Runtime, conn: Connection, body: ControlBody, user_id: str | None, routing_key: str,
+              now: float) -> AfterCommit | None:
+    """A partner accepted one of our tokens (on the handshake queue): the link awaits our start or reject."""
+    control = body.control
+    token_id = _text(control, "token_id")
+    if routing_key != f"handshake.{token_id}" or user_id != token_user(rt.home, token_id):
+        raise RejectedChange("user_id_mismatch", f"acceptance for token {token_id} not sent with its credential")
+    token = conn.execute(select(tokens).where(tokens.c.id == token_id)).mappings().first()
+    if token is None or token["revoked"] or token["used_at"] is not None:
+        raise RejectedChange("token_used", f"acceptance from {body.origin!r} for a used or unknown token")
+    if now >= token["expires_at"]:
+        raise RejectedChange("token_expired", f"acceptance from {body.origin!r} for an expired token")
+    if body.origin == rt.home:
+        raise RejectedChange("origin_mismatch", "an acceptance claims to come from this site")
+    try:
+        links.create(conn, now, site=body.origin, state=links.AWAITING_START, role=links.REQUESTER,
+                     company=_text(control, "company"), name=_text(control, "name"),
+                     public_url=_text(control, "public_url"), remote_user=_text(control, "user"),
+                     remote_password=_text(control, "password"), partner_key=_text(control, "key"),
+                     token_id=token_id)
+    except LinkError as exc:
+        raise RejectedChange("link_exists", str(exc)) from None
+    conn.execute(update(tokens).where(tokens.c.id == token_id).values(used_at=now, used_by=body.origin))
+    linklog.write(conn, now, body.origin, "receive", "the partner accepted our link token; start or reject it")
+    log.info("%s accepted link token %s: run `federationd link start %s` or `link reject`", body.origin,
+             token_id, body.origin)
+    user = token_user(rt.home, token_id)
+    return lambda: rt.management.delete_user(user)  # one acceptance per token: revoke it at once
+
+
+def on_start(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    link = links.get(conn, body.origin)
+    if link is None or link.state != links.AWAITING_START or link.role != links.ACCEPTOR:
+        raise RejectedChange("unexpected_control", f"start from {body.origin!r} for no link awaiting it")
+    links.change(conn, body.origin, now, state=links.LINKED, remote_user=_text(body.control, "user"),
+                 remote_password=_text(body.control, "password"), snapshot_due=True)
+    linklog.write(conn, now, body.origin, "receive", "the partner started the link; sending a full snapshot")
+    log.info("link with %s started by the partner", body.origin)
+    return None
+
+
+def on_reject(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    link = links.get(conn, body.origin)
+    if link is None or link.state != links.AWAITING_START:
+        raise RejectedChange("unexpected_control", f"reject from {body.origin!r} for no link awaiting it")
+    links.change(conn, body.origin, now, state=links.STOPPED, remote_user=None, remote_password=None)
+    linklog.write(conn, now, body.origin, "receive", "the partner rejected the link")
+    log.info("link with %s rejected by the partner", body.origin)
+    user = link.local_user
+    return (lambda: rt.management.delete_user(user)) if user else None
+
+
+HANDLERS: dict[str, Callable[[Runtime, Connection, ControlBody, float], AfterCommit | None]] = {
+    "start": on_start,
+    "reject": on_reject,
+}

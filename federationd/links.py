@@ -1,0 +1,98 @@
+"""Links as stored: their states (SPEC 3.1), reading them, and the guarded state changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, insert, select, update
+
+from federationd.errors import LinkError
+from federationd.schema import links
+
+REQUESTED = "requested"
+AWAITING_START = "awaiting_start"
+LINKED = "linked"
+STOPPED = "stopped"
+REQUESTER = "requester"
+ACCEPTOR = "acceptor"
+
+
+@dataclass(frozen=True)
+class Link:
+    site: str
+    state: str
+    role: str
+    company: str
+    name: str
+    public_url: str
+    remote_user: str | None
+    remote_password: str | None
+    local_user: str | None
+    partner_key: str | None
+    token_id: str | None
+    paused: bool
+    sent_seq: int
+    snapshot_due: bool
+    send_now: bool
+    sending_since: float | None
+    failures: int
+    retry_at: float | None
+    deferred_until: float | None
+    last_send_at: float | None
+    last_receive_at: float | None
+    last_error: str | None
+    received_epoch: int
+    received_seq: int
+    created_at: float
+    state_changed_at: float
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Link:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    @property
+    def consumes(self) -> bool:
+        """Whether our inbound queue for this partner exists and carries messages we must read."""
+        return self.state == LINKED or (self.state == AWAITING_START and self.role == ACCEPTOR)
+
+
+def get(conn: Connection, site: str) -> Link | None:
+    row = conn.execute(select(links).where(links.c.site == site)).mappings().first()
+    return Link.from_row(row) if row is not None else None
+
+
+def require(conn: Connection, site: str, *states: str) -> Link:
+    """The link with `site`, which must be in one of `states` (any if none given)."""
+    link = get(conn, site)
+    if link is None:
+        raise LinkError(f"unknown partner {site!r}: no link with it at this site")
+    if states and link.state not in states:
+        raise LinkError(f"the link with {site!r} is {link.state}, not {' or '.join(states)}")
+    return link
+
+
+def all_links(conn: Connection) -> list[Link]:
+    return [Link.from_row(row) for row in conn.execute(select(links).order_by(links.c.site)).mappings()]
+
+
+def create(conn: Connection, now: float, **values: Any) -> None:
+    """Insert a link, or restart a stopped one with fresh values (a released link can be requested again)."""
+    existing = get(conn, values["site"])
+    if existing is not None and existing.state != STOPPED:
+        raise LinkError(f"a link with {values['site']!r} already exists ({existing.state})")
+    fresh = {"paused": False, "sent_seq": 0, "snapshot_due": False, "send_now": False, "sending_since": None,
+             "failures": 0, "retry_at": None, "deferred_until": None,
+             "last_error": None, "received_epoch": 0, "received_seq": 0, "remote_user": None,
+             "remote_password": None, "local_user": None, "partner_key": None, "token_id": None,
+             "state_changed_at": now, **values}
+    if existing is None:
+        conn.execute(insert(links).values(created_at=now, last_send_at=None, last_receive_at=None, **fresh))
+    else:
+        conn.execute(update(links).where(links.c.site == values["site"]).values(**fresh))
+
+
+def change(conn: Connection, site: str, now: float | None = None, **values: Any) -> None:
+    if now is not None and "state" in values:
+        values["state_changed_at"] = now
+    conn.execute(update(links).where(links.c.site == site).values(**values))

@@ -1,0 +1,145 @@
+"""The database: engine set-up (SQLite WAL or PostgreSQL), schema migration, and the site's own state row."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from federationd.errors import StoreError
+from federationd.schema import site_state
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `database.url`. SQLite gets WAL, a busy timeout and write transactions that take the
+    write lock up front (`BEGIN IMMEDIATE`), so two writers queue instead of failing on a lock upgrade."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction that does not take SQLite's write lock."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="DEFERRED")
+        with conn.begin():
+            yield conn
+
+
+def _alembic_config(connection: Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", "federationd:migrations")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration (never drop-and-create)."""
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot migrate the database: {_reason(exc)}") from None
+
+
+def schema_is_current(engine: Engine) -> bool:
+    with reading(engine) as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+    return current == head
+
+
+@dataclass(frozen=True)
+class SiteState:
+    site_id: str
+    installation_id: str
+    epoch: int
+    next_seq: int
+
+
+def new_epoch(previous: int, now: float | None = None) -> int:
+    """An epoch newer than `previous` and than any epoch this site handed out before a database restore.
+
+    Epochs follow the wall clock (unix seconds) so that a database restored from an older backup, whose stored
+    epoch went back in time, still starts a newer one than the partners remember."""
+    return max(previous + 1, int(now if now is not None else time.time()))
+
+
+def ensure_site_state(conn: Connection, site_id: str, installation_id: str | None = None) -> SiteState:
+    """Create the site's state row on first `init`; refuse a database that belongs to another site."""
+    row = conn.execute(select(site_state).where(site_state.c.id == 1)).mappings().first()
+    if row is None:
+        now = time.time()
+        values = {
+            "id": 1,
+            "site_id": site_id,
+            "installation_id": installation_id or uuid.uuid4().hex,
+            "epoch": new_epoch(0, now),
+            "next_seq": 0,
+            "created_at": now,
+        }
+        conn.execute(insert(site_state).values(**values))
+        row = values
+    elif row["site_id"] != site_id:
+        raise StoreError(f"the database belongs to site {row['site_id']!r}, not {site_id!r}")
+    return SiteState(row["site_id"], row["installation_id"], row["epoch"], row["next_seq"])
+
+
+def load_site_state(conn: Connection) -> SiteState:
+    row = conn.execute(select(site_state).where(site_state.c.id == 1)).mappings().first()
+    if row is None:
+        raise StoreError("the database is not initialised: run `federationd init`")
+    return SiteState(row["site_id"], row["installation_id"], row["epoch"], row["next_seq"])
+
+
+def set_installation_id(conn: Connection, installation_id: str) -> None:
+    conn.execute(update(site_state).where(site_state.c.id == 1).values(installation_id=installation_id))
+
+
+def bump_epoch(conn: Connection) -> int:
+    """Start a new epoch (before a snapshot) and return it."""
+    state = load_site_state(conn)
+    epoch = new_epoch(state.epoch)
+    conn.execute(update(site_state).where(site_state.c.id == 1).values(epoch=epoch))
+    return epoch
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    if isinstance(exc, OperationalError):
+        return str(exc.orig).splitlines()[0] if exc.orig is not None else "operational error"
+    return type(exc).__name__
+
+
+def db_error(exc: SQLAlchemyError) -> StoreError:
+    """Translate a SQLAlchemy error into a one-line StoreError (no SQL, no parameters, no URL)."""
+    return StoreError(f"database error: {_reason(exc)}")
