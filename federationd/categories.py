@@ -119,7 +119,7 @@ def window_start(today: date) -> date:
 
 def schedule_in_window(data: dict[str, object], since: date) -> bool:
     """Whether a schedule ends on or after `since` (or has an occurrence that does)."""
-    occurrences_ = data.get("occurrences")
-    ends = [str(o.get("end", "")) for o in occurrences_ if isinstance(o, dict)] if isinstance(occurrences_, list) else []
+    listed = data.get("occurrences")
+    ends = [str(o.get("end", "")) for o in listed if isinstance(o, dict)] if isinstance(listed, list) else []
     ends.append(str(data.get("end") or data.get("start") or ""))
     return any(end[:10] >= since.isoformat() for end in ends if end)

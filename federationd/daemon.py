@@ -14,11 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from federationd import identity, links, linklog
+from federationd import identity, linklog, links
 from federationd.broker.consumer import Consumer
 from federationd.config import Config, load_config
 from federationd.errors import ConfigError, FederationError, LinkError, StoreError, TransportError
@@ -81,15 +82,15 @@ class Daemon:
             rt.dispose()
             log.info("stopped")
 
-    def _install_signals(self) -> dict[int, object]:
+    def _install_signals(self) -> dict[signal.Signals, Any]:
         def on_term(_signum: int, _frame: FrameType | None) -> None:
             self.stop.set()
 
         def on_hup(_signum: int, _frame: FrameType | None) -> None:
             self._reload.set()
 
-        previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM), signal.SIGINT: signal.getsignal(signal.SIGINT),
-                    signal.SIGHUP: signal.getsignal(signal.SIGHUP)}
+        previous: dict[signal.Signals, Any] = {
+            signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
@@ -176,7 +177,8 @@ class Daemon:
             rows = figures(conn, self.rt.config, now)
             locked = bulk_locked(conn)
         for row in rows:
-            if row.state != links.LINKED or row.paused or row.next_send_at is None or row.next_send_at > now:
+            if row.site is None or row.state != links.LINKED or row.paused or row.next_send_at is None \
+                    or row.next_send_at > now:
                 continue
             with self._lock:
                 if row.site in self._in_flight:
@@ -184,7 +186,6 @@ class Daemon:
                 if locked and not (row.send_now or row.snapshot_due):
                     self._defer(row.site, now)
                     continue
-                assert row.site is not None
                 self._in_flight.add(row.site)
             pool.submit(self._send, row.site)
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_never
-from tenacity import wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_random_exponential,
+)
 
 from federationd.errors import StoreError, TransportError
 
@@ -32,8 +39,7 @@ def transport_retry(what: str, *, max_wait_seconds: float = 60.0, attempts: int 
         stop = stop | stop_when
     return Retrying(retry=retry_if_exception_type(TransportError),
                     wait=wait_random_exponential(multiplier=1, max=max_wait_seconds),
-                    stop=stop, before_sleep=_log_retry(what), reraise=True,
-                    **({"sleep": sleep} if sleep is not None else {}))
+                    stop=stop, before_sleep=_log_retry(what), reraise=True, sleep=sleep or time.sleep)
 
 
 def store_retry(what: str, *, attempts: int = 5) -> Retrying:

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from pika.adapters.blocking_connection import BlockingChannel
 import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy import Engine
 
 from federationd.broker import topology

@@ -9,10 +9,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -50,13 +46,16 @@ def _sqlite_begin(connection: Connection) -> None:
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction that does not take SQLite's write lock."""
-    with engine.connect() as conn:
-        conn = conn.execution_options(sqlite_begin="DEFERRED")
+    with engine.connect() as raw:
+        conn = raw.execution_options(sqlite_begin="DEFERRED")
         with conn.begin():
             yield conn
 
 
-def _alembic_config(connection: Connection) -> AlembicConfig:
+# Alembic is imported where it is used: every CLI verb imports this module, only init and run migrate or check.
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", "federationd:migrations")
     cfg.attributes["connection"] = connection
@@ -65,6 +64,8 @@ def _alembic_config(connection: Connection) -> AlembicConfig:
 
 def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest migration (never drop-and-create)."""
+    from alembic import command  # noqa: PLC0415
+
     try:
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), "head")
@@ -73,6 +74,9 @@ def migrate(engine: Engine) -> None:
 
 
 def schema_is_current(engine: Engine) -> bool:
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     with reading(engine) as conn:
         current = MigrationContext.configure(conn).get_current_revision()
         head = ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
@@ -97,10 +101,10 @@ def new_epoch(previous: int, now: float | None = None) -> int:
 
 def ensure_site_state(conn: Connection, site_id: str, installation_id: str | None = None) -> SiteState:
     """Create the site's state row on first `init`; refuse a database that belongs to another site."""
-    row = conn.execute(select(site_state).where(site_state.c.id == 1)).mappings().first()
+    row: Any = conn.execute(select(site_state).where(site_state.c.id == 1)).mappings().first()
     if row is None:
         now = time.time()
-        values = {
+        values: dict[str, Any] = {
             "id": 1,
             "site_id": site_id,
             "installation_id": installation_id or uuid.uuid4().hex,

@@ -7,6 +7,7 @@ queue and never blocks the queue behind it. Lost connections are reopened with c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -59,10 +60,8 @@ class Consumer:
                 self.connected.clear()
                 self._tags.clear()
                 if connection.is_open:
-                    try:
+                    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                         connection.close()
-                    except (pika.exceptions.AMQPError, OSError):
-                        pass
 
     def _connect(self) -> pika.BlockingConnection:
         transport = self.rt.config.transport

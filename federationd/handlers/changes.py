@@ -75,7 +75,7 @@ def apply_changes(conn: Connection, body: ChangesBody, now: float) -> Applied:
             for c in decided.apply if isinstance(c, WireChange)]
     # The WHERE guard repeats the plan's decision in SQL, so even a concurrent writer could not go backwards.
     upsert(conn, records, rows, keys=("origin", "category", "id"), where=_newer_than_held)  # type: ignore[arg-type]
-    result.applied.update(row["category"] for row in rows)
+    result.applied.update(str(row["category"]) for row in rows)
     result.skipped = decided.skipped
     _note_history(conn, body.origin, set(result.received), now)
     return result

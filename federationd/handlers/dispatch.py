@@ -65,7 +65,7 @@ class Inbound:
         if after is not None:
             try:
                 after()
-            except Exception:  # noqa: BLE001 - the commit stands; the follow-up is housekeeping, logged
+            except Exception:
                 log.exception("follow-up after a %s message from %s failed", delivery.kind, site)
         return Outcome.ACK
 
@@ -97,8 +97,7 @@ class Inbound:
 
     def _received(self, conn: object, link: links.Link, body: ChangesBody, result: Applied, now: float) -> None:
         epoch, seq = link.received_epoch, link.received_seq
-        if (body.epoch, body.last) > (epoch, seq):
-            epoch, seq = body.epoch, body.last
+        epoch, seq = max((epoch, seq), (body.epoch, body.last))
         links.change(conn, link.site, last_receive_at=now, received_epoch=epoch, received_seq=seq)  # type: ignore[arg-type]
         log_applied(conn, link.site, "snapshot" if body.snapshot else "changes", result, now)  # type: ignore[arg-type]
         if result.problem:

@@ -32,7 +32,7 @@ class Batch:
 
     @property
     def last(self) -> int:
-        return max(change["version"] for change in self.changes)
+        return max(int(change["version"]) for change in self.changes)
 
     def fits(self, max_records: int, max_bytes: int, extra: int) -> bool:
         return not self.changes or (len(self.changes) < max_records and self.size + extra <= max_bytes)

@@ -1,0 +1,59 @@
+"""The one polling primitive of the test suite.
+
+Tests and support code never ``time.sleep`` in open-ended loops: they state
+what they wait for and how long it may take, through :func:`wait_until`, so
+that a hang becomes a ``TimeoutError`` that says what never happened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["GiveUp", "wait_until"]
+
+T = TypeVar("T")
+
+
+class GiveUp(Exception):
+    """Raised by a predicate to stop :func:`wait_until` at once (e.g. "the process died").
+
+    Every other exception from the predicate counts as "not yet" and is retried.
+    """
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Call ``predicate`` until it returns a truthy value, and return that value.
+
+    Exceptions raised by ``predicate`` are treated as "not yet" (and reported
+    if time runs out), except :class:`GiveUp`, which propagates immediately.
+    The predicate is always called at least once, and once more right at the
+    deadline so a slow predicate is not cut short by the clock.
+
+    Raises ``TimeoutError`` naming ``what`` and the last value or exception.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = predicate()
+        except GiveUp:
+            raise
+        except Exception as exc:  # any failure means "not yet"; kept for the report
+            last = exc
+        else:
+            if value:
+                return value
+            last = value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}") from (
+                last if isinstance(last, BaseException) else None
+            )
+        time.sleep(min(interval, remaining))
