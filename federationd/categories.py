@@ -20,8 +20,10 @@ CATEGORIES = ("company", "employee", "department", "position", "group", "schedul
 RELEASED_CATEGORIES = ("company", "employee", "department", "position", "group")
 
 PRESENCE_FIELDS = frozenset({"date", "status", "destination", "return_at", "remarks"})
-RESTRICTED_KEEP = ("start", "end", "all_day", "occurrences", "recurrence", "restricted")
+RESTRICTED_KEEP = ("start", "end", "all_day", "occurrences")  # plus title "Private" (SPEC 2)
 RECURRENCE_WINDOW = timedelta(days=370)
+# More than a few per day over the window is not a calendar entry: refuse it rather than ship megabytes.
+MAX_OCCURRENCES = 2000
 
 # Credential-looking field names, matched anywhere in the name, in any letter case.
 _CREDENTIAL = re.compile(r"password|passwd|passphrase|login_?id|secret|token|totp|otp_?seed|credential|api_?key",
@@ -78,7 +80,6 @@ def prepare_schedule(data: dict[str, Any], today: date) -> dict[str, Any]:
     if data.get("restricted"):
         data = {key: data[key] for key in RESTRICTED_KEEP if key in data}
         data["title"] = "Private"
-        data["restricted"] = True
     return data
 
 
@@ -98,6 +99,8 @@ def occurrences(data: Mapping[str, Any], today: date) -> list[dict[str, str]]:
         raise RejectedChange("invalid_data", "a recurring schedule needs a start")
     start = _when(data["start"], "start")
     end = _when(data.get("end", data["start"]), "end")
+    if (start.tzinfo is None) != (end.tzinfo is None):
+        raise RejectedChange("invalid_data", "schedule start and end must both have a UTC offset or both have none")
     length = end - start
     try:
         rule = rrulestr(str(data["recurrence"]), dtstart=start)
@@ -107,8 +110,15 @@ def occurrences(data: Mapping[str, Any], today: date) -> list[dict[str, str]]:
     since = datetime.combine(window_start(today), datetime.min.time())
     if start.tzinfo is not None:
         horizon, since = horizon.replace(tzinfo=start.tzinfo), since.replace(tzinfo=start.tzinfo)
-    return [{"start": when.isoformat(), "end": (when + length).isoformat()}
-            for when in rule.between(max(start, since), horizon, inc=True)]
+    result: list[dict[str, str]] = []
+    for when in rule.xafter(max(start, since), inc=True):  # lazily: a SECONDLY rule must not run for minutes
+        if when > horizon:
+            break
+        if len(result) == MAX_OCCURRENCES:
+            raise RejectedChange("invalid_data", f"schedule recurrence {data['recurrence']!r} has more than "
+                                 f"{MAX_OCCURRENCES} occurrences in the {RECURRENCE_WINDOW.days}-day window")
+        result.append({"start": when.isoformat(), "end": (when + length).isoformat()})
+    return result
 
 
 def window_start(today: date) -> date:

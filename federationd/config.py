@@ -29,6 +29,8 @@ DEFAULT_CONFIG_PATH = Path("/etc/federationd/federationd.yaml")
 CONFIG_ENV = "FEDERATIOND_CONFIG"
 
 # Site ids become parts of broker user names (`fed.H.P`), routing keys and queue names: keep them to a safe set.
+# `scheme://user:password@` anywhere in a message (a URL pasted as a key would otherwise be echoed).
+_CREDENTIALS_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@]*@", re.IGNORECASE)
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -245,6 +247,11 @@ class Config(Strict):
         return self.links.get(partner, LinkSection())
 
 
+def redact_credentials(text: str) -> str:
+    """Replace the password of every `scheme://user:password@` in `text` with ***."""
+    return _CREDENTIALS_IN_URL.sub(r"\1:***@", text)
+
+
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     """`-c FILE`, else `$FEDERATIOND_CONFIG`, else /etc/federationd/federationd.yaml."""
     if explicit:
@@ -283,7 +290,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors(include_input=False))
-        raise ConfigError(f"{file}: {problems}") from None
+        raise ConfigError(f"{file}: {redact_credentials(problems)}") from None
     return config
 
 

@@ -52,11 +52,20 @@ def decode(text: str) -> LinkToken:
     if not text.startswith(PREFIX):
         raise LinkError("not a federationd link token (it should start with 'fedlink1.')")
     payload = text[len(PREFIX):]
+    damaged = LinkError("the link token is damaged (copy it again, whole, from the requesting site)")
     try:
         raw = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return LinkToken(**{name: raw[name] for name in LinkToken.__dataclass_fields__})
+        values = {name: raw[name] for name in LinkToken.__dataclass_fields__}
     except (binascii.Error, ValueError, KeyError, TypeError):
-        raise LinkError("the link token is damaged (copy it again, whole, from the requesting site)") from None
+        raise damaged from None
+    for name, value in values.items():
+        wanted: tuple[type, ...] = (int, float) if name in _TIMES else (str,)
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise damaged
+    return LinkToken(**values)
+
+
+_TIMES = ("requested_at", "expires_at")
 
 
 def iso(moment: float | None) -> str | None:

@@ -120,6 +120,8 @@ def _inflate(body: bytes, encoding: str | None) -> bytes:
         raise RejectedChange("oversized", f"decompressed body exceeds {MAX_BODY_BYTES} bytes")
     if not inflater.eof:
         raise RejectedChange("bad_encoding", "body is truncated gzip")
+    if inflater.unused_data:
+        raise RejectedChange("bad_encoding", "data after the end of the gzip stream")
     return raw
 
 
@@ -136,11 +138,11 @@ def decode(kind: str | None, content_encoding: str | None, body: bytes) -> Chang
     raw = _inflate(body, content_encoding)
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, over-long integer literals
         raise RejectedChange("bad_json", "body is not JSON") from None
     if not isinstance(document, dict):
         raise RejectedChange("bad_json", "body is not a JSON object")
-    if document.get("schema") != SCHEMA:
+    if type(document.get("schema")) is not int or document["schema"] != SCHEMA:  # true and 1.0 are not 1
         raise RejectedChange("unknown_schema", f"unknown schema {document.get('schema')!r} (this site reads 1)")
     model: type[ChangesBody] | type[ControlBody] = ControlBody if kind == "control" else ChangesBody
     try:

@@ -101,8 +101,8 @@ def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
         logical.append(raw)
         lines.append(" ".join(part.strip() for part in logical))
         logical = []
-    for line in lines:
-        line = line.strip()
+    for raw in lines:
+        line = raw.strip()
         if not line or line[0] in "#;":
             continue
         if line.startswith("[") and line.endswith("]"):
@@ -507,7 +507,7 @@ def test_dashboard_uses_only_pinned_metrics_and_covers_every_link_metric() -> No
         names = promql_metric_names(expr)
         assert names <= PINNED_METRICS, (title, names - PINNED_METRICS)
         used |= names
-    assert PER_LINK_METRICS <= used, f"no panel shows {sorted(PER_LINK_METRICS - used)}"
+    assert used >= PER_LINK_METRICS, f"no panel shows {sorted(PER_LINK_METRICS - used)}"
     assert "federationd_config_last_reload_successful" in used
 
 

@@ -29,7 +29,8 @@ class Endpoint:
     @property
     def public_url(self) -> str:
         """The URL without credentials: safe for logs, errors and status."""
-        return f"amqps://{self.host}:{self.port}/{quote(self.vhost, safe='')}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"amqps://{host}:{self.port}/{quote(self.vhost, safe='')}"
 
     def __str__(self) -> str:
         return self.public_url

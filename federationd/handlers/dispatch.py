@@ -62,6 +62,11 @@ class Inbound:
             log.error("could not apply a %s message from %s, will retry: %s", delivery.kind, site,
                       str(exc).splitlines()[0])
             return Outcome.REQUEUE
+        except Exception:
+            log.exception("unexpected error applying a %s message from %s; dead-lettered", delivery.kind, site)
+            self._rejected(site, RejectedChange("internal_error", "unexpected error (see the daemon log)"),
+                           decoded, now)
+            return Outcome.REJECT
         if after is not None:
             try:
                 after()

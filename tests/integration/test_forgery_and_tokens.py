@@ -37,7 +37,7 @@ def _publish(channel, user, routing_key, body, kind="changes"):
 
 
 def _credential_of(site, partner):
-    with reading(site.runtime().engine) as conn:
+    with site.engine() as engine, reading(engine) as conn:
         row = links.get(conn, partner)
     return row.remote_user, row.remote_password
 
@@ -152,8 +152,8 @@ def test_config_errors_name_the_key_and_never_the_password(make_site):
 
 def _dump(site):
     """Every row of every table, for "nothing changed" assertions."""
-    engine = site.runtime().engine
     meta = MetaData()
-    meta.reflect(engine)
-    with engine.connect() as conn:
-        return {name: sorted(map(repr, conn.execute(select(table)).all())) for name, table in meta.tables.items()}
+    with site.engine() as engine:
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return {name: sorted(map(repr, conn.execute(select(table)).all())) for name, table in meta.tables.items()}

@@ -6,17 +6,20 @@ as real processes; they read the database in-process only to check what the CLI 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import Engine
 
 from federationd.config import load_config
 from federationd.runtime import Runtime
@@ -29,7 +32,7 @@ FEDERATIOND = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "federatio
 
 
 def _free_port() -> int:
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -155,8 +158,14 @@ class Site:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # -- in-process access for assertions --------------------------------------------------------------------
-    def runtime(self) -> Runtime:
-        return Runtime(load_config(self.config_path))
+    @contextlib.contextmanager
+    def engine(self) -> Iterator[Engine]:
+        """The site's database, for assertions; disposed afterwards (no connection outlives the test)."""
+        rt = Runtime(load_config(self.config_path))
+        try:
+            yield rt.engine
+        finally:
+            rt.dispose()
 
     def close(self) -> None:
         self.stop()

@@ -63,7 +63,8 @@ def write(tmp_path: Path) -> Callable[[str], Path]:
 
 @pytest.fixture
 def spec_dict(spec_text: str) -> dict[str, Any]:
-    return yaml.safe_load(spec_text)
+    loaded: dict[str, Any] = yaml.safe_load(spec_text)
+    return loaded
 
 
 def refused(path: Path) -> str:
@@ -323,7 +324,7 @@ def test_config_path_default(monkeypatch: pytest.MonkeyPatch, env: str | None) -
     else:
         monkeypatch.setenv("FEDERATIOND_CONFIG", env)
     assert config_path(None) == Path("/etc/federationd/federationd.yaml")
-    assert config_module.DEFAULT_CONFIG_PATH == Path("/etc/federationd/federationd.yaml")
+    assert Path("/etc/federationd/federationd.yaml") == config_module.DEFAULT_CONFIG_PATH
 
 
 def test_load_config_follows_the_environment(monkeypatch: pytest.MonkeyPatch, write: Callable[[str], Path],
@@ -350,3 +351,12 @@ def test_permission_problem(write: Callable[[str], Path], spec_text: str, mode: 
 
 def test_permission_problem_of_a_missing_file(tmp_path: Path) -> None:
     assert permission_problem(tmp_path / "nope.yaml") is None
+
+
+@pytest.mark.parametrize("where", ["broker", "links"])
+def test_password_never_echoed_from_a_key(write: Callable[[str], Path], spec_dict: dict[str, Any],
+                                          where: str) -> None:
+    spec_dict[where]["url amqps://federationd:SECRET@mq.site-a.example:5671/federation"] = "x"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(yaml.safe_dump(spec_dict)))
+    assert PASSWORD not in str(caught.value)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federationd.handlers.ordering import newer, plan
+from federationd.handlers.ordering import Change, newer, plan
 from federationd.wire import WireChange
 
 
@@ -28,7 +28,7 @@ class C:
     deleted: bool = False
 
 
-def key(change: C) -> tuple[str, str]:
+def key(change: Change) -> tuple[str, str]:
     return (change.category, change.id)
 
 

@@ -285,12 +285,8 @@ def test_gzip_bomb_of_garbage_is_oversized_before_json(monkeypatch: pytest.Monke
     assert rejected("control", "gzip", gzip.compress(b"\x00" * 100_000)).reason == "oversized"
 
 
-# -- real bugs (strict xfail: they flip to failures once fixed) --------------------------------------------------
+# -- regressions: bugs found by these tests, fixed in the package ---------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "BUG: wire.decode lets json.loads' ValueError for integers over sys.int_info.str_digits_check_threshold (4300 "
-    "digits) escape instead of RejectedChange('bad_json'); Inbound.handle only catches RejectedChange/StoreError, "
-    "so one such partner message kills the consumer thread and is redelivered forever"))
 @pytest.mark.parametrize("kind", ["changes", "control"])
 def test_huge_integer_literal_is_rejected_not_raised(kind: str) -> None:
     body = b'{"schema":1,"origin":"site-b","epoch":' + b"9" * 5000 + b',"first":0,"last":0,"changes":[],' \
@@ -298,17 +294,11 @@ def test_huge_integer_literal_is_rejected_not_raised(kind: str) -> None:
     assert rejected(kind, None, body).reason in {"bad_json", "invalid"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `schema` true or 1.0 is taken for schema 1 (True == 1 == 1.0 in Python and pydantic's Literal[1] is lax); "
-    "SPEC 5 says refuse an unknown schema rather than guess"))
 @pytest.mark.parametrize("schema", [True, 1.0])
 def test_schema_must_be_the_integer_1(schema: Any) -> None:
     assert rejected("changes", None, raw({**small_changes(), "schema": schema})).reason == "unknown_schema"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): bytes after the end of the gzip stream (garbage, or a second gzip member) are silently ignored; "
-    "the decoder claims to refuse anything it cannot read exactly"))
 @pytest.mark.parametrize("tail", [b"trailing garbage", gzip.compress(b'{"more":1}')], ids=["garbage", "member"])
 def test_data_after_the_gzip_stream_is_refused(tail: bytes) -> None:
     assert rejected("changes", "gzip", VALID_GZIP + tail).reason == "bad_encoding"

@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (lint, types, the whole suite).
+# Each sets up what it needs: the .venv with federationd installed editable, the broker binary, the services.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_CONTRACT := ../shared/contract/smoke_link.py
+
+.PHONY: all venv services tools lint test unit integration contract demo bench clean
+
+all: test
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+services:
+	bash scripts/ensure-services.sh
+
+tools:
+	bash scripts/ensure-tools.sh
+
+lint: venv
+	$(BIN)/ruff check federationd tests benchmarks scripts
+	$(BIN)/mypy federationd
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv services
+	$(BIN)/pytest tests -m integration
+
+contract: venv services
+	@if [ -f $(SHARED_CONTRACT) ]; then PROJECT=. $(BIN)/python $(SHARED_CONTRACT); \
+	else echo "contract smoke: $(SHARED_CONTRACT) not found, skipped"; fi
+
+test: venv services tools lint
+	$(BIN)/pytest
+	$(MAKE) --no-print-directory contract
+
+demo: venv services
+	PYTHONPATH=. $(BIN)/python scripts/demo.py
+
+bench: venv services
+	PYTHONPATH=. $(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
