@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import Callable
 from functools import wraps
+from types import ModuleType
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -302,6 +303,186 @@ def link_reject(state: State, site: str) -> None:
 
     handshake.reject(state.runtime(), site)
     click.echo(f"link with {site} rejected")
+
+
+# -- operating links ---------------------------------------------------------------------------------------
+def _lifecycle() -> ModuleType:
+    from federationd import lifecycle  # noqa: PLC0415 - the broker stack loads only for verbs that use it
+
+    return lifecycle
+
+
+def _affected(sites: list[str], what: str) -> None:
+    click.echo(f"{what}: {', '.join(sites)}" if sites else f"{what}: no linked partner")
+
+
+@main.command()
+@click.argument("site", required=False)
+@pass_state
+@guarded
+def pause(state: State, site: str | None) -> None:
+    """Pause one link, or the whole site: nothing is sent or consumed (partners' messages wait in the broker)."""
+    _lifecycle().pause(state.runtime(), site)
+    click.echo(f"paused {site or 'the whole site'}; the running daemon stops sending and consuming within a second")
+
+
+@main.command()
+@click.argument("site", required=False)
+@pass_state
+@guarded
+def resume(state: State, site: str | None) -> None:
+    """Undo `pause` (a pause set in the config file stays until the file says otherwise)."""
+    still = _lifecycle().resume(state.runtime(), site)
+    click.echo(f"resumed {site or 'the whole site'}")
+    for reason in still:
+        click.echo(f"federationd: warning: still paused: {reason}", err=True)
+
+
+@main.command("send-now")
+@click.argument("site", required=False)
+@pass_state
+@guarded
+def send_now(state: State, site: str | None) -> None:
+    """Send pending changes at once, skipping the quiet period (one partner, or all)."""
+    _affected(_lifecycle().send_now(state.runtime(), site), "sending now to")
+
+
+@main.command()
+@click.argument("site", required=False)
+@pass_state
+@guarded
+def clear(state: State, site: str | None) -> None:
+    """Clear a send stuck "sending" and the schedule; pending changes go at the next send (nothing is lost)."""
+    _affected(_lifecycle().clear(state.runtime(), site), "cleared the send schedule of")
+
+
+@main.command()
+@click.argument("site")
+@pass_state
+@guarded
+def relink(state: State, site: str) -> None:
+    """Resynchronise with a partner: full snapshots both ways under new epochs."""
+    _lifecycle().relink(state.runtime(), site)
+    click.echo(f"relink with {site}: our snapshot and the request for theirs go at the next send")
+
+
+@link.command("release")
+@click.argument("site")
+@pass_state
+@guarded
+def link_release(state: State, site: str) -> None:
+    """Release a link: both sides stop, credentials are revoked, the partner's people and org data are deleted
+    here (schedules stay)."""
+    _lifecycle().release(state.runtime(), site)
+    click.echo(f"released the link with {site}")
+
+
+@link.command("change-url")
+@click.argument("url")
+@pass_state
+@guarded
+def link_change_url(state: State, url: str) -> None:
+    """Tell every partner our broker's new public endpoint (amqps://HOST:PORT/VHOST)."""
+    told = _lifecycle().change_url(state.runtime(), url)
+    _affected(told, "the new endpoint goes at the next send to")
+    if state.config.broker.public_url.rstrip("/") != url.rstrip("/"):
+        click.echo("federationd: warning: also set broker.public_url in the config file, so new link tokens carry "
+                   "the new endpoint", err=True)
+
+
+@main.command()
+@click.option("--i-am-the-site", "confirmed", is_flag=True, help="Confirm this server is the real site.")
+@pass_state
+@guarded
+def adopt(state: State, confirmed: bool) -> None:
+    """Lift the guard against a copied database: declare this installation the site (SPEC 3.1)."""
+    if not confirmed:
+        fail("adopt makes this installation the site; say so with --i-am-the-site (never on a test copy)")
+    _lifecycle().adopt(state.runtime())
+    click.echo("this installation is now the site; restart or reload the daemon to resume")
+
+
+# -- log and history -----------------------------------------------------------------------------------------
+def _moment(text: str | None, option: str) -> float | None:
+    """An ISO 8601 date/time (UTC if no offset), or a duration back from now (`2h`, `7d`)."""
+    if text is None:
+        return None
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from federationd.durations import parse_duration  # noqa: PLC0415
+
+    try:
+        return datetime.now(UTC).timestamp() - parse_duration(text).total_seconds()
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RejectedChange("invalid_option", f"{option} {text!r}: use an ISO 8601 time or a duration like 2h") \
+            from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@main.command("log")
+@click.option("--site", help="Only this partner.")
+@click.option("--direction", type=click.Choice(["send", "receive"]))
+@click.option("--category")
+@click.option("--since", help="ISO 8601 time, or a duration back from now (2h, 7d).")
+@click.option("--until", help="ISO 8601 time, or a duration back from now.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=10_000, show_default=True)
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@guarded
+def log_(state: State, site: str | None, direction: str | None, category: str | None, since: str | None,
+         until: str | None, limit: int, as_csv: bool, as_json: bool) -> None:
+    """The link log, newest first (at most 10,000 rows; older than log.retention is purged)."""
+    import csv  # noqa: PLC0415
+
+    from federationd import linklog  # noqa: PLC0415
+
+    query = linklog.LogQuery(site, direction, category, _moment(since, "--since"), _moment(until, "--until"), limit)
+    with reading(state.runtime().engine) as conn:
+        rows, total = linklog.read(conn, query)
+    if total > len(rows):
+        click.echo(f"federationd: showing the newest {len(rows)} of {total} matching rows (narrow with --since, "
+                   "--until, --site or --category)", err=True)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=["at", "site", "direction", "category", "message"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for row in rows:
+            click.echo(f"{row['at']}  {row['site']:<16} {row['direction']:<7} {row['category'] or '-':<10} "
+                       f"{row['message']}")
+
+
+@main.command()
+@click.argument("site")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@guarded
+def history(state: State, site: str, as_json: bool) -> None:
+    """Last receive time per category from a partner; never-received categories show as such."""
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from federationd import links  # noqa: PLC0415
+    from federationd.categories import CATEGORIES  # noqa: PLC0415
+    from federationd.schema import receive_history  # noqa: PLC0415
+    from federationd.tokens import iso  # noqa: PLC0415
+
+    with reading(state.runtime().engine) as conn:
+        links.require(conn, site)
+        seen = dict(conn.execute(select(receive_history.c.category, receive_history.c.last_received_at)
+                                 .where(receive_history.c.site == site)).all())
+    rows = [{"category": category, "last_received_at": iso(seen.get(category))} for category in CATEGORIES]
+
+    def text() -> None:
+        for row in rows:
+            click.echo(f"{row['category']:<11} {row['last_received_at'] or 'never received'}")
+    emit(as_json, rows, text)
 
 
 # -- status ------------------------------------------------------------------------------------------------

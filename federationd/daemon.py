@@ -29,6 +29,7 @@ from federationd.notify import Notifier
 from federationd.outbox import sender
 from federationd.retry import send_backoff_seconds
 from federationd.runtime import Runtime
+from federationd.schema import links as link_rows
 from federationd.schema import outbox, site_state, tokens
 from federationd.status import bulk_locked, figures, is_paused, timing
 from federationd.store import load_site_state, reading, schema_is_current
@@ -58,6 +59,8 @@ class Daemon:
         if not schema_is_current(rt.engine):
             raise StoreError("the database schema is missing or old: run `federationd init`")
         self._check_identity()
+        with rt.engine.begin() as conn:  # no send is in flight before we start: a mark left by a crash is stale
+            conn.execute(update(link_rows).values(sending_since=None))
         self._export_config(rt.config)
         self.metrics.watch(self._figures)
         server = self.metrics.serve(rt.config.metrics.host, rt.config.metrics.port)
@@ -147,38 +150,41 @@ class Daemon:
                                  "the whole site stays paused until `federationd adopt --i-am-the-site`")
             log.error("%s", self.guard_reason)
 
-    @property
     def site_paused(self) -> bool:
-        return self.rt.config.paused or self.guard_reason is not None
+        """Paused site-wide: in the YAML, by `federationd pause`, or by the copied-database guard."""
+        if self.rt.config.paused or self.guard_reason is not None:
+            return True
+        with reading(self.rt.engine) as conn:
+            return load_site_state(conn).paused
 
     def _export_config(self, config: Config) -> None:
         self.metrics.quiet_period.set(config.schedule.quiet_period.total_seconds())
         self.metrics.max_delay.set(config.schedule.max_delay.total_seconds())
-        self.metrics.paused.set(1 if self.site_paused else 0)
 
     def _status_line(self) -> str:
         if self.guard_reason:
             return f"paused: {self.guard_reason}"
-        return "paused (site-wide)" if self.rt.config.paused else "running"
+        return "paused (site-wide)" if self.site_paused() else "running"
 
     # -- what the consumer reads and what the send loop sends -----------------------------------------------
     def _consumed_partners(self) -> set[str]:
-        if self.site_paused:
+        if self.site_paused():
             return set()
         with reading(self.rt.engine) as conn:
             return {link.site for link in links.all_links(conn)
                     if link.consumes and not is_paused(self.rt.config, link)}
 
     def _schedule(self, pool: ThreadPoolExecutor) -> None:
-        if self.site_paused:
+        paused = self.site_paused()
+        self.metrics.paused.set(1 if paused else 0)
+        if paused:
             return
         now = self.rt.now()
         with reading(self.rt.engine) as conn:
             rows = figures(conn, self.rt.config, now)
             locked = bulk_locked(conn)
         for row in rows:
-            if row.site is None or row.state != links.LINKED or row.paused or row.next_send_at is None \
-                    or row.next_send_at > now:
+            if row.site is None or row.paused or row.next_send_at is None or row.next_send_at > now:
                 continue
             with self._lock:
                 if row.site in self._in_flight:
@@ -261,15 +267,15 @@ class Daemon:
     def _figures(self) -> list[LinkFigures]:
         now = self.rt.now()
         with reading(self.rt.engine) as conn:
-            rows = figures(conn, self.rt.config, now)
+            rows = figures(conn, self.rt.config, now, guard_paused=self.guard_reason is not None)
         depths = self._queue_depths()
         result = []
         for row in rows:
             if row.site is None or row.state == links.STOPPED:
                 continue
+            self.metrics.send_errors.labels(row.site)  # every link's counter exists from 0, for increase()
             result.append(LinkFigures(row.site, row.pending_records, row.lag_seconds, row.next_send_at,
-                                      row.last_send_at, row.paused or self.site_paused, depths.get(row.site),
-                                      row.up))
+                                      row.last_send_at, row.paused, depths.get(row.site), row.up))
         return result
 
     def _queue_depths(self) -> dict[str, int]:

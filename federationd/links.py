@@ -39,6 +39,7 @@ class Link:
     failures: int
     retry_at: float | None
     deferred_until: float | None
+    hold_seq: int
     last_send_at: float | None
     last_receive_at: float | None
     last_error: str | None
@@ -82,7 +83,7 @@ def create(conn: Connection, now: float, **values: Any) -> None:
     if existing is not None and existing.state != STOPPED:
         raise LinkError(f"a link with {values['site']!r} already exists ({existing.state})")
     fresh = {"paused": False, "sent_seq": 0, "snapshot_due": False, "send_now": False, "sending_since": None,
-             "failures": 0, "retry_at": None, "deferred_until": None,
+             "failures": 0, "retry_at": None, "deferred_until": None, "hold_seq": 0,
              "last_error": None, "received_epoch": 0, "received_seq": 0, "remote_user": None,
              "remote_password": None, "local_user": None, "partner_key": None, "token_id": None,
              "state_changed_at": now, **values}

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -38,6 +39,7 @@ site_state = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("next_seq", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),  # `federationd pause` (whole site)
 )
 
 # Every record this site knows: its own (origin = home) and replicas of partners' records.
@@ -89,6 +91,9 @@ links = Table(
     Column("failures", Integer, nullable=False, default=0),  # consecutive failed sends (0: the partner is up)
     Column("retry_at", Float),  # after a failure, no send before this (capped exponential backoff)
     Column("deferred_until", Float),  # a due send found the bulk lock held: wait busy_retry
+    # `federationd clear`: no send is scheduled until a change newer than this outbox seq (or send-now) arrives;
+    # then everything pending goes, nothing cleared is lost.
+    Column("hold_seq", BigInteger, nullable=False, server_default="0"),
     Column("last_send_at", Float),
     Column("last_receive_at", Float),
     Column("last_error", Text),
@@ -146,6 +151,19 @@ inbound_snapshots = Table(
     Column("counts", Text, nullable=False),  # JSON {category: records received so far}
     Column("started_at", Float, nullable=False),
 )
+
+# Control messages waiting to be delivered to a partner (release, relink, change-url, visit policy), in order,
+# before any data. Handshake messages are not here: they are sent synchronously by the verb that makes them.
+control_outbox = Table(
+    "control_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("site", SITE, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("body", Text, nullable=False),  # JSON: the control's fields besides kind
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_control_outbox_site", control_outbox.c.site, control_outbox.c.id)
 
 # Held by bulk jobs (CSV import): a send that falls due while it is held waits `busy_retry`.
 bulk_lock = Table(

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, distinct, func, select
 from federationd import links
 from federationd.config import Config
 from federationd.outbox.scheduler import Pending, Timing, due_at
-from federationd.schema import bulk_lock, outbox, records
+from federationd.schema import bulk_lock, control_outbox, outbox, records
 from federationd.store import load_site_state
 from federationd.tokens import iso
 
@@ -55,40 +55,54 @@ def timing(config: Config) -> Timing:
                   schedule.busy_retry.total_seconds())
 
 
-def is_paused(config: Config, link: links.Link) -> bool:
-    """Paused site-wide or per link, in the YAML or by `federationd pause`."""
-    return config.paused or config.link(link.site).paused or link.paused
+def is_paused(config: Config, link: links.Link, site_paused: bool = False) -> bool:
+    """Paused site-wide or per link, in the YAML or by `federationd pause` (`site_paused`: the database's flag
+    or the copied-database guard)."""
+    return site_paused or config.paused or config.link(link.site).paused or link.paused
 
 
 def _pending(conn: Connection, home: str, sent_seq: int) -> tuple[Pending, int, list[str]]:
-    rows, first_at, last_at = conn.execute(select(func.count(), func.min(outbox.c.created_at),
-                                                  func.max(outbox.c.created_at)).where(outbox.c.seq > sent_seq)).one()
+    rows, first_at, last_at, last_seq = conn.execute(select(
+        func.count(), func.min(outbox.c.created_at), func.max(outbox.c.created_at), func.max(outbox.c.seq),
+    ).where(outbox.c.seq > sent_seq)).one()
     pending_records = conn.execute(select(func.count()).select_from(records).where(
         records.c.origin == home, records.c.version > sent_seq)).scalar_one()
     categories = sorted(conn.execute(select(distinct(outbox.c.category)).where(outbox.c.seq > sent_seq)).scalars())
-    return Pending(int(rows), first_at, last_at), int(pending_records), categories
+    return Pending(int(rows), first_at, last_at, int(last_seq or 0)), int(pending_records), categories
 
 
 def bulk_locked(conn: Connection) -> bool:
     return conn.execute(select(func.count()).select_from(bulk_lock)).scalar_one() > 0
 
 
-def figures(conn: Connection, config: Config, now: float) -> list[LinkStatus]:
-    home = load_site_state(conn).site_id
+def controls_waiting(conn: Connection) -> dict[str, int]:
+    """Control messages waiting per partner."""
+    rows = conn.execute(select(control_outbox.c.site, func.count()).group_by(control_outbox.c.site))
+    return {site: int(count) for site, count in rows}
+
+
+def figures(conn: Connection, config: Config, now: float, guard_paused: bool = False) -> list[LinkStatus]:
+    """Every link's figures; `guard_paused` when the daemon found another installation's database."""
+    site = load_site_state(conn)
+    site_paused = site.paused or guard_paused
+    controls = controls_waiting(conn)
     cache: dict[int, tuple[Pending, int, list[str]]] = {}
     result = []
     for link in links.all_links(conn):
-        if link.state == links.LINKED and link.sent_seq not in cache:
-            cache[link.sent_seq] = _pending(conn, home, link.sent_seq)
-        pending, count, categories = cache.get(link.sent_seq, (Pending(), 0, [])) \
-            if link.state == links.LINKED else (Pending(), 0, [])
-        due = due_at(pending, timing(config), send_now=link.send_now, snapshot_due=link.snapshot_due,
-                     retry_at=link.retry_at, deferred_until=link.deferred_until) \
-            if link.state == links.LINKED else None
+        linked = link.state == links.LINKED
+        if linked and link.sent_seq not in cache:
+            cache[link.sent_seq] = _pending(conn, site.site_id, link.sent_seq)
+        pending, count, categories = cache.get(link.sent_seq, (Pending(), 0, [])) if linked else (Pending(), 0, [])
+        waiting = controls.get(link.site, 0) > 0
+        due = None
+        if linked or waiting:  # a released link still delivers its release
+            due = due_at(pending, timing(config), send_now=link.send_now, snapshot_due=link.snapshot_due or waiting,
+                         retry_at=link.retry_at, deferred_until=link.deferred_until, hold_seq=link.hold_seq)
         result.append(LinkStatus(
-            site=link.site, state=link.state, paused=is_paused(config, link), sending=link.sending_since is not None,
+            site=link.site, state=link.state, paused=is_paused(config, link, site_paused),
+            sending=link.sending_since is not None,
             last_send_at=link.last_send_at, next_send_at=due, categories=categories, pending_records=count,
             lag_seconds=max(0.0, now - pending.first_at) if pending.first_at is not None else 0.0,
             last_receive_at=link.last_receive_at, failures=link.failures, last_error=link.last_error,
-            snapshot_due=link.snapshot_due, send_now=link.send_now))
+            snapshot_due=link.snapshot_due or waiting, send_now=link.send_now))
     return result

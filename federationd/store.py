@@ -89,6 +89,7 @@ class SiteState:
     installation_id: str
     epoch: int
     next_seq: int
+    paused: bool = False
 
 
 def new_epoch(previous: int, now: float | None = None) -> int:
@@ -123,7 +124,7 @@ def load_site_state(conn: Connection) -> SiteState:
     row = conn.execute(select(site_state).where(site_state.c.id == 1)).mappings().first()
     if row is None:
         raise StoreError("the database is not initialised: run `federationd init`")
-    return SiteState(row["site_id"], row["installation_id"], row["epoch"], row["next_seq"])
+    return SiteState(row["site_id"], row["installation_id"], row["epoch"], row["next_seq"], bool(row["paused"]))
 
 
 def set_installation_id(conn: Connection, installation_id: str) -> None:

@@ -132,6 +132,14 @@ def sweep(conn: Connection, origin: str, epoch: int, categories: list[str], sinc
     return len(doomed)
 
 
+def tombstone(conn: Connection, origin: str, categories: tuple[str, ...], now: float) -> int:
+    """Delete (tombstone) every live record of `origin` in `categories`, keeping its stamp, so that a late
+    older message cannot bring it back; a later snapshot (a newer epoch) can."""
+    return int(conn.execute(update(records).where(
+        records.c.origin == origin, records.c.category.in_(categories), records.c.deleted.is_(False),
+    ).values(deleted=True, data="{}", updated_at=now)).rowcount)
+
+
 def _note_history(conn: Connection, origin: str, categories: set[str], now: float) -> None:
     if categories:
         upsert(conn, receive_history, [{"site": origin, "category": c, "last_received_at": now}

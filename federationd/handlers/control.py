@@ -11,9 +11,12 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from federationd import linklog, links
+from federationd import controls, linklog, links
+from federationd.broker.endpoints import Endpoint
 from federationd.broker.provisioning import token_user
+from federationd.categories import RELEASED_CATEGORIES
 from federationd.errors import LinkError, RejectedChange
+from federationd.handlers.changes import tombstone
 from federationd.runtime import Runtime
 from federationd.schema import tokens
 from federationd.wire import ControlBody
@@ -82,7 +85,53 @@ def on_reject(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> A
     return (lambda: rt.management.delete_user(user)) if user else None
 
 
+def on_release(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    """The partner released the link: stop, forget its credential, tombstone its data (schedules stay)."""
+    link = links.get(conn, body.origin)
+    assert link is not None  # the dispatcher only hands over messages of known links
+    links.change(conn, body.origin, now, state=links.STOPPED, remote_user=None, remote_password=None,
+                 local_user=None, snapshot_due=False, send_now=False)
+    controls.drop(conn, body.origin)
+    swept = tombstone(conn, body.origin, RELEASED_CATEGORIES, now)
+    linklog.write(conn, now, body.origin, "receive", f"the partner released the link; {swept} of its record(s) "
+                  "deleted")
+    log.info("link with %s released by the partner", body.origin)
+    user = link.local_user
+    return (lambda: rt.management.delete_user(user)) if user else None
+
+
+def on_relink(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    _require_linked(conn, body)
+    links.change(conn, body.origin, snapshot_due=True, send_now=True, hold_seq=0)
+    linklog.write(conn, now, body.origin, "receive", "the partner asked for a relink: sending a full snapshot")
+    return None
+
+
+def on_change_url(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    _require_linked(conn, body)
+    url = _text(body.control, "public_url")
+    try:
+        endpoint = Endpoint.parse(url)
+    except ValueError:
+        raise RejectedChange("invalid_control", f"change_url with an unusable URL {url!r}") from None
+    if not url.startswith("amqps://") or not endpoint.host:
+        raise RejectedChange("invalid_control", f"change_url with an unusable URL {url!r}")
+    links.change(conn, body.origin, public_url=endpoint.public_url)
+    linklog.write(conn, now, body.origin, "receive", f"the partner's public endpoint is now {endpoint.public_url}")
+    log.info("%s moved its broker to %s", body.origin, endpoint.public_url)
+    return None
+
+
+def _require_linked(conn: Connection, body: ControlBody) -> None:
+    link = links.get(conn, body.origin)
+    if link is None or link.state != links.LINKED:
+        raise RejectedChange("unexpected_control", f"{body.control['kind']} from {body.origin!r}, not linked")
+
+
 HANDLERS: dict[str, Callable[[Runtime, Connection, ControlBody, float], AfterCommit | None]] = {
     "start": on_start,
     "reject": on_reject,
+    "release": on_release,
+    "relink": on_relink,
+    "change_url": on_change_url,
 }

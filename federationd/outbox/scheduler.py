@@ -17,6 +17,7 @@ class Pending:
     rows: int = 0
     first_at: float | None = None
     last_at: float | None = None
+    last_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,16 @@ class Timing:
 
 
 def due_at(pending: Pending, timing: Timing, *, send_now: bool = False, snapshot_due: bool = False,
-           retry_at: float | None = None, deferred_until: float | None = None) -> float | None:
-    """The unix time the next send is due, or None if there is nothing to send."""
+           retry_at: float | None = None, deferred_until: float | None = None, hold_seq: int = 0) -> float | None:
+    """The unix time the next send is due, or None if there is nothing to send.
+
+    `snapshot_due` also stands for control messages waiting: they go without a quiet period. `hold_seq` is set by
+    `federationd clear`: nothing is scheduled until a change newer than it arrives."""
     if send_now:
         return 0.0  # an operator's explicit ask overrides backoff and the quiet period
     if snapshot_due:
         due = 0.0
-    elif pending.rows == 0 or pending.first_at is None or pending.last_at is None:
+    elif pending.rows == 0 or pending.first_at is None or pending.last_at is None or pending.last_seq <= hold_seq:
         return None
     else:
         due = min(pending.last_at + timing.quiet_period_seconds, pending.first_at + timing.max_delay_seconds)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from federationd import linklog, links, wire
+from federationd import controls, linklog, links, wire
 from federationd.broker.endpoints import Endpoint
 from federationd.broker.publisher import Publisher
 from federationd.categories import CATEGORIES, window_start
@@ -37,15 +37,29 @@ class SendReport:
 def send(rt: Runtime, partner: str, metrics: Metrics | None = None) -> SendReport:
     """Send everything due to `partner`; raise TransportError (naming it) if its broker is unreachable."""
     with reading(rt.engine) as conn:
-        link = links.require(conn, partner, links.LINKED)
+        link = links.require(conn, partner)
+        waiting = controls.waiting(conn, partner)
+    report = SendReport()
+    if link.state != links.LINKED and not waiting:
+        return report
     if not (link.remote_user and link.remote_password):
         raise LinkError(f"no credential for {partner!r}'s broker")
     endpoint = Endpoint.parse(link.public_url).with_credentials(link.remote_user, link.remote_password)
-    report = SendReport()
     with rt.publisher(endpoint, partner) as publisher:
-        if link.snapshot_due:
-            _snapshot(rt, publisher, partner, report)
-        _changes(rt, publisher, partner, report)
+        for control in waiting:
+            message = wire.control_body(rt.home, control.kind, **control.fields)
+            publisher.publish(wire.encode("control", message), rt.home)
+            report.messages += 1
+            with rt.engine.begin() as conn:
+                controls.delivered(conn, control.id)
+                linklog.write(conn, rt.now(), partner, "send", f"told the partner: {control.kind}")
+        if link.state == links.LINKED:
+            if link.snapshot_due:
+                _snapshot(rt, publisher, partner, report)
+            _changes(rt, publisher, partner, report)
+    if link.state == links.STOPPED:  # the release is delivered: the partner's credential is of no more use
+        with rt.engine.begin() as conn:
+            links.change(conn, partner, remote_user=None, remote_password=None)
     if metrics is not None:
         for category, count in report.sent.items():
             metrics.sent.labels(partner, category).inc(count)

@@ -13,7 +13,7 @@ import re
 import psycopg
 from psycopg import sql
 
-__all__ = ["ADMIN_DSN", "HOST", "PORT", "USER", "create_database", "drop_database", "pg_reachable"]
+__all__ = ["ADMIN_DSN", "HOST", "PORT", "USER", "copy_database", "create_database", "drop_database", "pg_reachable"]
 
 HOST = "127.0.0.1"
 PORT = 5432
@@ -75,3 +75,18 @@ def drop_database(name: str) -> None:
         # session could connect between the terminate above and the DROP.
         force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force))
+
+
+def copy_database(source: str, target: str) -> None:
+    """Make `target` a copy of `source` (a backup, or a restore from one): CREATE DATABASE ... TEMPLATE.
+
+    Nobody may be connected to `source`; stop the daemon first, as an operator taking a cold backup would."""
+    _check_name(source)
+    drop_database(target)
+    with _admin() as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (source,),
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(_check_name(target)),
+                                                                       sql.Identifier(source)))

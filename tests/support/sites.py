@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import urllib.request
@@ -25,7 +26,7 @@ from federationd.config import load_config
 from federationd.runtime import Runtime
 
 from .broker import TestBroker
-from .pg import create_database, drop_database
+from .pg import copy_database, create_database, drop_database
 from .waiting import GiveUp, wait_until
 
 FEDERATIOND = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "federationd"
@@ -166,6 +167,32 @@ class Site:
             yield rt.engine
         finally:
             rt.dispose()
+
+    # -- cold backup and restore, as an operator does them (the daemon stopped) ------------------------------
+    def backup(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "stop the daemon before a cold backup"
+        if self.pg_name:
+            copy_database(self.pg_name, f"{self.pg_name}_bak")
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                source = self.dir / f"site.db{suffix}"
+                target = self.dir / f"backup.db{suffix}"
+                target.unlink(missing_ok=True)
+                if source.exists():
+                    shutil.copy2(source, target)
+
+    def restore(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "stop the daemon before a restore"
+        if self.pg_name:
+            copy_database(f"{self.pg_name}_bak", self.pg_name)
+            drop_database(f"{self.pg_name}_bak")
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                source = self.dir / f"backup.db{suffix}"
+                target = self.dir / f"site.db{suffix}"
+                target.unlink(missing_ok=True)
+                if source.exists():
+                    shutil.move(source, target)
 
     def close(self) -> None:
         self.stop()

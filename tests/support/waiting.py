@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["GiveUp", "wait_until"]
+__all__ = ["GiveUp", "holds_for", "wait_until"]
 
 T = TypeVar("T")
 
@@ -56,4 +56,18 @@ def wait_until(
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}") from (
                 last if isinstance(last, BaseException) else None
             )
+        time.sleep(min(interval, remaining))
+
+
+def holds_for(predicate: Callable[[], object], seconds: float, what: str, interval: float = 0.25) -> None:
+    """Assert that ``predicate`` stays truthy for ``seconds`` (for "nothing happens" checks, e.g. while paused).
+
+    Raises AssertionError naming ``what`` as soon as it turns falsy."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not predicate():
+            raise AssertionError(f"{what} stopped holding")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
         time.sleep(min(interval, remaining))

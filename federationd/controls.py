@@ -1,0 +1,41 @@
+"""The control outbox: control messages for a partner, delivered by the daemon in order, before any data.
+
+Release, relink and change-url are recorded here by the verb (so they survive a partner that is down, and a
+daemon restart) and sent by the next send to that partner, with the same confirms and backoff as data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select
+
+from federationd.schema import control_outbox
+
+
+@dataclass(frozen=True)
+class Control:
+    id: int
+    site: str
+    kind: str
+    fields: dict[str, Any]
+
+
+def queue(conn: Connection, site: str, kind: str, now: float, **fields: Any) -> None:
+    conn.execute(insert(control_outbox).values(site=site, kind=kind, body=json.dumps(fields), created_at=now))
+
+
+def waiting(conn: Connection, site: str) -> list[Control]:
+    rows = conn.execute(select(control_outbox).where(control_outbox.c.site == site).order_by(control_outbox.c.id))
+    return [Control(row.id, row.site, row.kind, json.loads(row.body)) for row in rows]
+
+
+def delivered(conn: Connection, control_id: int) -> None:
+    conn.execute(delete(control_outbox).where(control_outbox.c.id == control_id))
+
+
+def drop(conn: Connection, site: str) -> None:
+    """Forget what was waiting for `site` (it released us: there is nobody to tell)."""
+    conn.execute(delete(control_outbox).where(control_outbox.c.site == site))
