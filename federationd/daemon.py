@@ -24,13 +24,14 @@ from federationd.broker.consumer import Consumer
 from federationd.config import Config, load_config
 from federationd.errors import ConfigError, FederationError, LinkError, StoreError, TransportError
 from federationd.handlers.dispatch import Inbound
+from federationd.lifecycle import sync_visit_policies
 from federationd.metrics import LinkFigures, Metrics
 from federationd.notify import Notifier
-from federationd.outbox import sender
+from federationd.outbox import rolling, sender
 from federationd.retry import send_backoff_seconds
 from federationd.runtime import Runtime
 from federationd.schema import links as link_rows
-from federationd.schema import outbox, site_state, tokens
+from federationd.schema import outbox, site_state, tokens, used_tickets
 from federationd.status import bulk_locked, figures, is_paused, timing
 from federationd.store import load_site_state, reading, schema_is_current
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
 HOUSEKEEPING_SECONDS = 60.0
+POLICY_SYNC_SECONDS = 5.0
 DRAIN_SECONDS = 30.0
 
 
@@ -101,13 +103,18 @@ class Daemon:
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
         watchdog = self.notifier.watchdog_interval_seconds()
-        next_watchdog = next_housekeeping = 0.0
+        next_watchdog = next_housekeeping = next_policy_sync = 0.0
         while not self.stop.is_set():
             now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload()
+                if self.reload():
+                    next_policy_sync = 0.0
             try:
+                if now >= next_policy_sync:
+                    for site in sync_visit_policies(self.rt):
+                        log.info("visit rules for %s changed: telling it", site)
+                    next_policy_sync = now + POLICY_SYNC_SECONDS
                 self._schedule(pool)
                 if now >= next_housekeeping:
                     self._housekeeping()
@@ -252,6 +259,9 @@ class Daemon:
             conn.execute(delete(outbox).where(outbox.c.seq <= floor))
             expired = conn.execute(select(tokens.c.id, tokens.c.broker_user).where(
                 tokens.c.expires_at <= now, tokens.c.revoked.is_(False))).all()
+            conn.execute(delete(used_tickets).where(used_tickets.c.expires_at < now - 3600))
+            if rolling.due(conn, now):
+                rolling.roll(conn, rt.home, now)
         if purged:
             log.info("purged %d link log row(s) older than the retention", purged)
         for token_id, user in expired:

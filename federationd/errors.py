@@ -37,9 +37,10 @@ class CredentialsRefused(TransportError):
 class RejectedChange(FederationError):
     """A change or a message was refused; `reason` is machine-readable (it labels the rejection metric)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, record_id: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.record_id = record_id  # which record of a batch was refused, when there is one
 
 
 class AccessDenied(FederationError):

@@ -7,6 +7,7 @@ control messages they queue). Broker users are revoked at once, by the verb itse
 
 from __future__ import annotations
 
+import json
 import logging
 
 from sqlalchemy import Connection, func, select, update
@@ -126,6 +127,24 @@ def change_url(rt: Runtime, url: str) -> list[str]:
                 controls.queue(conn, link.site, "change_url", now, public_url=public)
                 linklog.write(conn, now, link.site, "send", f"our public endpoint is now {public}")
     return [link.site for link in targets if link.remote_user]
+
+
+def sync_visit_policies(rt: Runtime) -> list[str]:
+    """Queue our visit rules to every linked partner whose copy differs from the config (after a start or a
+    reload); returns the partners told."""
+    now = rt.now()
+    told = []
+    with rt.engine.begin() as conn:
+        for link in links.all_links(conn):
+            if link.state != links.LINKED:
+                continue
+            visit = rt.config.link(link.site).visit
+            current = json.dumps(visit.model_dump() if visit is not None else None, sort_keys=True)
+            if current != link.visit_sent:
+                controls.queue(conn, link.site, "visit_policy", now, visit=json.loads(current))
+                links.change(conn, link.site, visit_sent=current)
+                told.append(link.site)
+    return told
 
 
 def adopt(rt: Runtime) -> str:

@@ -40,6 +40,8 @@ class Link:
     retry_at: float | None
     deferred_until: float | None
     hold_seq: int
+    visit_sent: str | None
+    partner_visit: str | None
     last_send_at: float | None
     last_receive_at: float | None
     last_error: str | None
@@ -84,6 +86,7 @@ def create(conn: Connection, now: float, **values: Any) -> None:
         raise LinkError(f"a link with {values['site']!r} already exists ({existing.state})")
     fresh = {"paused": False, "sent_seq": 0, "snapshot_due": False, "send_now": False, "sending_since": None,
              "failures": 0, "retry_at": None, "deferred_until": None, "hold_seq": 0,
+             "visit_sent": None, "partner_visit": None,
              "last_error": None, "received_epoch": 0, "received_seq": 0, "remote_user": None,
              "remote_password": None, "local_user": None, "partner_key": None, "token_id": None,
              "state_changed_at": now, **values}

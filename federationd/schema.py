@@ -40,6 +40,7 @@ site_state = Table(
     Column("next_seq", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("paused", Boolean, nullable=False, server_default=false()),  # `federationd pause` (whole site)
+    Column("rolled_at", Float),  # the last run of the rolling job that extends recurring schedules' windows
 )
 
 # Every record this site knows: its own (origin = home) and replicas of partners' records.
@@ -54,6 +55,9 @@ records = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("data", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Home recurring schedules only: the host's own data (rule included), from which the rolling job recomputes
+    # the occurrences window. Never sent: `data` is what partners get.
+    Column("source", Text),
     PrimaryKeyConstraint("origin", "category", "id", name="pk_records"),
 )
 Index("ix_records_origin_version", records.c.origin, records.c.version)
@@ -94,6 +98,8 @@ links = Table(
     # `federationd clear`: no send is scheduled until a change newer than this outbox seq (or send-now) arrives;
     # then everything pending goes, nothing cleared is lost.
     Column("hold_seq", BigInteger, nullable=False, server_default="0"),
+    Column("visit_sent", Text),  # our visit policy for this partner as last queued to it (JSON)
+    Column("partner_visit", Text),  # the partner's visit policy for us, as it told us (JSON; NULL: everybody)
     Column("last_send_at", Float),
     Column("last_receive_at", Float),
     Column("last_error", Text),
@@ -164,6 +170,17 @@ control_outbox = Table(
     Column("created_at", Float, nullable=False),
 )
 Index("ix_control_outbox_site", control_outbox.c.site, control_outbox.c.id)
+
+# Sign-in tickets already redeemed here (single use); rows are purged once the ticket has expired.
+used_tickets = Table(
+    "used_tickets",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("origin", SITE, nullable=False),
+    Column("employee", RECORD_ID, nullable=False),
+    Column("used_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
 
 # Held by bulk jobs (CSV import): a send that falls due while it is held waits `busy_retry`.
 bulk_lock = Table(

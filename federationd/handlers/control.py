@@ -5,16 +5,19 @@ Each runs inside the dispatcher's transaction and returns follow-up work (broker
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, select, update
 
 from federationd import controls, linklog, links
 from federationd.broker.endpoints import Endpoint
 from federationd.broker.provisioning import token_user
 from federationd.categories import RELEASED_CATEGORIES
+from federationd.config import VisitPolicy
 from federationd.errors import LinkError, RejectedChange
 from federationd.handlers.changes import tombstone
 from federationd.runtime import Runtime
@@ -122,6 +125,21 @@ def on_change_url(rt: Runtime, conn: Connection, body: ControlBody, now: float) 
     return None
 
 
+def on_visit_policy(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    """The partner's rules for which of its employees may sign in here (null: everybody)."""
+    _require_linked(conn, body)
+    visit = body.control.get("visit")
+    if visit is not None:
+        try:
+            visit = VisitPolicy.model_validate(visit).model_dump()
+        except ValidationError:
+            raise RejectedChange("invalid_control", "visit_policy with an invalid policy") from None
+    links.change(conn, body.origin, partner_visit=json.dumps(visit) if visit is not None else None)
+    linklog.write(conn, now, body.origin, "receive", "the partner's visit rules for this site: "
+                  + ("everybody" if visit is None else json.dumps(visit, sort_keys=True)))
+    return None
+
+
 def _require_linked(conn: Connection, body: ControlBody) -> None:
     link = links.get(conn, body.origin)
     if link is None or link.state != links.LINKED:
@@ -134,4 +152,5 @@ HANDLERS: dict[str, Callable[[Runtime, Connection, ControlBody, float], AfterCom
     "release": on_release,
     "relink": on_relink,
     "change_url": on_change_url,
+    "visit_policy": on_visit_policy,
 }

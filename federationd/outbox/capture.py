@@ -51,16 +51,19 @@ def put_many(conn: Connection, category: str, rows: Iterable[tuple[str, Mapping[
     check_category(category)
     moment = time.time() if now is None else now
     today = _today(moment)
-    prepared: list[tuple[str, dict[str, Any]]] = []
+    prepared: list[tuple[str, bool, dict[str, Any], str | None]] = []
     for record_id, data in rows:
         _check_id(record_id)
         try:
-            prepared.append((record_id, prepare(category, data, today)))
+            sent = prepare(category, data, today)
         except RejectedChange as exc:
-            raise RejectedChange(exc.reason, f"{category} {record_id!r}: {exc}") from None
+            raise RejectedChange(exc.reason, f"{category} {record_id!r}: {exc}", record_id=record_id) from None
+        # A recurring schedule keeps the host's data (its rule) at home, for the rolling job (outbox/rolling.py).
+        source = dumps(dict(data)) if category == "schedule" and data.get("recurrence") else None
+        prepared.append((record_id, False, sent, source))
     if not prepared:
         return []
-    return _write(conn, category, [(rid, False, data) for rid, data in prepared], moment)
+    return _write(conn, category, prepared, moment)
 
 
 def delete(conn: Connection, category: str, record_id: str, *, now: float | None = None) -> Record:
@@ -72,17 +75,18 @@ def delete(conn: Connection, category: str, record_id: str, *, now: float | None
         records.c.origin == site_id, records.c.category == category, records.c.id == record_id)).first()
     if existing is None or existing.deleted:
         raise RejectedChange("not_found", f"no {category} {record_id!r} at this site")
-    return _write(conn, category, [(record_id, True, {})], moment)[0]
+    return _write(conn, category, [(record_id, True, {}, None)], moment)[0]
 
 
-def _write(conn: Connection, category: str, rows: list[tuple[str, bool, dict[str, Any]]],
+def _write(conn: Connection, category: str, rows: list[tuple[str, bool, dict[str, Any], str | None]],
            moment: float) -> list[Record]:
     first, site_id, epoch = _allocate(conn, len(rows))
     result = [Record(site_id, category, rid, epoch, first + i, deleted, data)
-              for i, (rid, deleted, data) in enumerate(rows)]
+              for i, (rid, deleted, data, _source) in enumerate(rows)]
     upsert(conn, records, [
         {"origin": r.origin, "category": category, "id": r.id, "epoch": r.epoch, "version": r.version,
-         "deleted": r.deleted, "data": dumps(r.data), "updated_at": moment} for r in result
+         "deleted": r.deleted, "data": dumps(r.data), "updated_at": moment, "source": row[3]}
+        for r, row in zip(result, rows, strict=True)
     ], keys=("origin", "category", "id"))
     conn.execute(insert(outbox), [
         {"seq": r.version, "category": category, "record_id": r.id, "created_at": moment} for r in result
