@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.parser import isoparse
 from dateutil.rrule import rrulestr
@@ -99,6 +100,10 @@ def occurrences(data: Mapping[str, Any], today: date) -> list[dict[str, str]]:
         raise RejectedChange("invalid_data", "a recurring schedule needs a start")
     start = _when(data["start"], "start")
     end = _when(data.get("end", data["start"]), "end")
+    if data.get("timezone"):  # an IANA zone: expand in its wall-clock time, so DST moves the offset, not the hour
+        zone = _zone(data["timezone"])
+        start = start.replace(tzinfo=zone) if start.tzinfo is None else start.astimezone(zone)
+        end = end.replace(tzinfo=zone) if end.tzinfo is None else end.astimezone(zone)
     if (start.tzinfo is None) != (end.tzinfo is None):
         raise RejectedChange("invalid_data", "schedule start and end must both have a UTC offset or both have none")
     length = end - start
@@ -119,6 +124,13 @@ def occurrences(data: Mapping[str, Any], today: date) -> list[dict[str, str]]:
                                  f"{MAX_OCCURRENCES} occurrences in the {RECURRENCE_WINDOW.days}-day window")
         result.append({"start": when.isoformat(), "end": (when + length).isoformat()})
     return result
+
+
+def _zone(name: object) -> ZoneInfo:
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RejectedChange("invalid_data", f"schedule timezone {name!r} is not an IANA time zone") from None
 
 
 def window_start(today: date) -> date:
