@@ -27,6 +27,12 @@ def queue(conn: Connection, site: str, kind: str, now: float, **fields: Any) -> 
     conn.execute(insert(control_outbox).values(site=site, kind=kind, body=json.dumps(fields), created_at=now))
 
 
+def replace(conn: Connection, site: str, kind: str, now: float, **fields: Any) -> None:
+    """Queue a control that supersedes any of the same kind still waiting (only the newest matters)."""
+    conn.execute(delete(control_outbox).where(control_outbox.c.site == site, control_outbox.c.kind == kind))
+    queue(conn, site, kind, now, **fields)
+
+
 def waiting(conn: Connection, site: str) -> list[Control]:
     rows = conn.execute(select(control_outbox).where(control_outbox.c.site == site).order_by(control_outbox.c.id))
     return [Control(row.id, row.site, row.kind, json.loads(row.body)) for row in rows]

@@ -42,6 +42,8 @@ class Link:
     hold_seq: int
     visit_sent: str | None
     partner_visit: str | None
+    watermark_epoch: int
+    watermark_seq: int
     last_send_at: float | None
     last_receive_at: float | None
     last_error: str | None
@@ -86,7 +88,7 @@ def create(conn: Connection, now: float, **values: Any) -> None:
         raise LinkError(f"a link with {values['site']!r} already exists ({existing.state})")
     fresh = {"paused": False, "sent_seq": 0, "snapshot_due": False, "send_now": False, "sending_since": None,
              "failures": 0, "retry_at": None, "deferred_until": None, "hold_seq": 0,
-             "visit_sent": None, "partner_visit": None,
+             "visit_sent": None, "partner_visit": None, "watermark_epoch": 0, "watermark_seq": 0,
              "last_error": None, "received_epoch": 0, "received_seq": 0, "remote_user": None,
              "remote_password": None, "local_user": None, "partner_key": None, "token_id": None,
              "state_changed_at": now, **values}
@@ -100,3 +102,14 @@ def change(conn: Connection, site: str, now: float | None = None, **values: Any)
     if now is not None and "state" in values:
         values["state_changed_at"] = now
     conn.execute(update(links).where(links.c.site == site).values(**values))
+
+
+def went_back(own_epoch: int, own_seq: int, held_epoch: int, held_seq: int) -> bool:
+    """Whether a partner holds a newer (epoch, version) of ours than this database ever handed out."""
+    return (held_epoch, held_seq) > (own_epoch, own_seq)
+
+
+def regression_note(partner: str, held_epoch: int, held_seq: int, own_epoch: int, own_seq: int) -> str:
+    return (f"{partner} holds our data up to epoch {held_epoch} version {held_seq}, newer than this database "
+            f"(epoch {own_epoch}, version {own_seq}): it went back in time (restored from an older backup?); "
+            f"run `federationd relink {partner}`")

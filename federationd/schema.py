@@ -100,6 +100,10 @@ links = Table(
     Column("hold_seq", BigInteger, nullable=False, server_default="0"),
     Column("visit_sent", Text),  # our visit policy for this partner as last queued to it (JSON)
     Column("partner_visit", Text),  # the partner's visit policy for us, as it told us (JSON; NULL: everybody)
+    # The newest (epoch, version) of ours the partner says it holds. Newer than this database's own counters:
+    # the database went back in time (restored from an older backup) and needs a relink.
+    Column("watermark_epoch", BigInteger, nullable=False, server_default="0"),
+    Column("watermark_seq", BigInteger, nullable=False, server_default="0"),
     Column("last_send_at", Float),
     Column("last_receive_at", Float),
     Column("last_error", Text),

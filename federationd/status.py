@@ -37,12 +37,13 @@ class LinkStatus:
     send_now: bool
 
     def as_json(self) -> dict[str, Any]:
-        """The `status --json` row of SPEC 10 (plus `sending` and `categories`)."""
+        """The `status --json` row of SPEC 10 (plus `sending`, `categories` and `note`: the last error, or why
+        the link needs attention)."""
         return {"site": self.site, "state": self.state, "paused": self.paused,
                 "last_send_at": iso(self.last_send_at), "next_send_at": iso(self.next_send_at),
                 "pending_records": self.pending_records, "lag_seconds": round(self.lag_seconds, 3),
                 "last_receive_at": iso(self.last_receive_at), "sending": self.sending,
-                "categories": self.categories}
+                "categories": self.categories, "note": self.last_error}
 
     @property
     def up(self) -> bool:
@@ -103,6 +104,10 @@ def figures(conn: Connection, config: Config, now: float, guard_paused: bool = F
             sending=link.sending_since is not None,
             last_send_at=link.last_send_at, next_send_at=due, categories=categories, pending_records=count,
             lag_seconds=max(0.0, now - pending.first_at) if pending.first_at is not None else 0.0,
-            last_receive_at=link.last_receive_at, failures=link.failures, last_error=link.last_error,
+            last_receive_at=link.last_receive_at, failures=link.failures,
+            last_error=links.regression_note(link.site, link.watermark_epoch, link.watermark_seq, site.epoch,
+                                             site.next_seq)
+            if links.went_back(site.epoch, site.next_seq, link.watermark_epoch, link.watermark_seq)
+            else link.last_error,
             snapshot_due=link.snapshot_due or waiting, send_now=link.send_now))
     return result

@@ -20,8 +20,10 @@ from federationd.categories import RELEASED_CATEGORIES
 from federationd.config import VisitPolicy
 from federationd.errors import LinkError, RejectedChange
 from federationd.handlers.changes import tombstone
+from federationd.links import regression_note, went_back
 from federationd.runtime import Runtime
 from federationd.schema import tokens
+from federationd.store import load_site_state
 from federationd.wire import ControlBody
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,24 @@ def on_visit_policy(rt: Runtime, conn: Connection, body: ControlBody, now: float
     return None
 
 
+def on_watermark(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    """How far the partner holds our data. Newer than our own counters: this database went back in time."""
+    _require_linked(conn, body)
+    epoch, seq = body.control.get("epoch"), body.control.get("seq")
+    if not (isinstance(epoch, int) and isinstance(seq, int)) or isinstance(epoch, bool) or isinstance(seq, bool):
+        raise RejectedChange("invalid_control", "watermark without integer epoch and seq")
+    link = links.get(conn, body.origin)
+    assert link is not None
+    site = load_site_state(conn)
+    was_behind = went_back(site.epoch, site.next_seq, link.watermark_epoch, link.watermark_seq)
+    links.change(conn, body.origin, watermark_epoch=epoch, watermark_seq=seq)
+    if went_back(site.epoch, site.next_seq, epoch, seq) and not was_behind:
+        message = regression_note(body.origin, epoch, seq, site.epoch, site.next_seq)
+        log.error("%s", message)
+        linklog.write(conn, now, body.origin, "receive", message)
+    return None
+
+
 def _require_linked(conn: Connection, body: ControlBody) -> None:
     link = links.get(conn, body.origin)
     if link is None or link.state != links.LINKED:
@@ -153,4 +173,5 @@ HANDLERS: dict[str, Callable[[Runtime, Connection, ControlBody, float], AfterCom
     "relink": on_relink,
     "change_url": on_change_url,
     "visit_policy": on_visit_policy,
+    "watermark": on_watermark,
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from federationd import linklog, links, wire
+from federationd import controls, linklog, links, wire
 from federationd.broker.provisioning import partner_user
 from federationd.errors import RejectedChange, StoreError
 from federationd.handlers import control
@@ -104,6 +104,8 @@ class Inbound:
         epoch, seq = link.received_epoch, link.received_seq
         epoch, seq = max((epoch, seq), (body.epoch, body.last))
         links.change(conn, link.site, last_receive_at=now, received_epoch=epoch, received_seq=seq)  # type: ignore[arg-type]
+        # Tell the sender how far we hold its data: a sender whose database went back in time notices it.
+        controls.replace(conn, link.site, "watermark", now, epoch=epoch, seq=seq)  # type: ignore[arg-type]
         log_applied(conn, link.site, "snapshot" if body.snapshot else "changes", result, now)  # type: ignore[arg-type]
         if result.problem:
             log.error("%s: %s", link.site, result.problem)

@@ -26,6 +26,8 @@ from federationd.store import bump_epoch, load_site_state, reading
 
 log = logging.getLogger(__name__)
 
+QUIET_CONTROLS = {"watermark"}  # routine acknowledgements: not worth a link-log row each
+
 
 @dataclass
 class SendReport:
@@ -52,7 +54,8 @@ def send(rt: Runtime, partner: str, metrics: Metrics | None = None) -> SendRepor
             report.messages += 1
             with rt.engine.begin() as conn:
                 controls.delivered(conn, control.id)
-                linklog.write(conn, rt.now(), partner, "send", f"told the partner: {control.kind}")
+                if control.kind not in QUIET_CONTROLS:
+                    linklog.write(conn, rt.now(), partner, "send", f"told the partner: {control.kind}")
         if link.state == links.LINKED:
             if link.snapshot_due:
                 _snapshot(rt, publisher, partner, report)

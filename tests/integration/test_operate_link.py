@@ -105,12 +105,17 @@ def test_relink_converges_after_a_restore_from_an_older_backup(make_site):
     a.restore()  # A's database went back in time; B still holds the newer data
     a.start()
     a.put("employee", "e7", {"name": "After the restore"})
+    # B's watermark tells the restored A that B holds newer data of A's than A's own database
+    wait_until(lambda: "relink" in (a.link_row(b.id).get("note") or "") or "relink" in a.cli("status").stdout,
+               60, what="A's status suggesting a relink")
+    assert "went back in time" in a.log_text()
     a.cli("relink", b.id)
 
     def converged():
         return (_live(b, "employee", a.id) == _live(a, "employee", None)
                 and _live(a, "department", b.id) == _live(b, "department", None))
     wait_until(converged, 90, what="both copies equal to their origin after the relink")
+    assert "went back" not in a.cli("status").stdout
     assert set(_live(b, "employee", a.id)) == {"e1", "e2", "e3", "e4", "e5", "e7"}
     assert _live(b, "employee", a.id)["e1"] == {"name": "E1"}  # the restored value won over the newer copy
     assert _copy(b, "employee", a.id)["e6"][0] is True  # existed only in the partner's copy: gone there
