@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from federationd.errors import StoreError
 from federationd.schema import site_state
@@ -140,11 +140,17 @@ def bump_epoch(conn: Connection) -> int:
 
 
 def _reason(exc: SQLAlchemyError) -> str:
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, (OperationalError, ProgrammingError)):
         return str(exc.orig).splitlines()[0] if exc.orig is not None else "operational error"
     return type(exc).__name__
 
 
+_SCHEMA_HINTS = ("no such table", "no such column", "does not exist")
+
+
 def db_error(exc: SQLAlchemyError) -> StoreError:
     """Translate a SQLAlchemy error into a one-line StoreError (no SQL, no parameters, no URL)."""
-    return StoreError(f"database error: {_reason(exc)}")
+    reason = _reason(exc)
+    if any(hint in reason for hint in _SCHEMA_HINTS):
+        return StoreError(f"database error: {reason} (is the schema current? run `federationd init`)")
+    return StoreError(f"database error: {reason}")
