@@ -18,7 +18,7 @@ from federationd.broker.provisioning import new_password, partner_user, token_us
 from federationd.errors import CredentialsRefused, FederationError, LinkError, TransportError
 from federationd.runtime import Runtime
 from federationd.schema import tokens
-from federationd.store import load_site_state
+from federationd.store import load_site_state, reading
 from federationd.tokens import LIFETIME_SECONDS, LinkToken, decode
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,7 @@ def _tell(rt: Runtime, link: links.Link, kind: str, **fields: object) -> None:
 
 def start(rt: Runtime, partner: str) -> None:
     """Start an accepted link: provision the partner's user here, send it, go `linked` (SPEC 3.2 step 4)."""
-    with rt.engine.begin() as conn:
-        link = links.require(conn, partner, links.AWAITING_START)
-    if link.role != links.REQUESTER:
-        raise LinkError(f"{partner!r} requested this link: it is {partner!r} that starts or rejects it")
+    link = _awaiting_our_answer(rt, partner)
     user, password = partner_user(rt.home, partner), new_password()
     rt.declare_partner_queues(partner)
     rt.management.create_publisher(user, password, partner)
@@ -123,10 +120,7 @@ def start(rt: Runtime, partner: str) -> None:
 
 def reject(rt: Runtime, partner: str) -> None:
     """Reject an accepted link: tell the partner, and both go `stopped`."""
-    with rt.engine.begin() as conn:
-        link = links.require(conn, partner, links.AWAITING_START)
-    if link.role != links.REQUESTER:
-        raise LinkError(f"{partner!r} requested this link: only {partner!r} can reject it; use `link release`")
+    link = _awaiting_our_answer(rt, partner)
     _tell(rt, link, "reject")
     now = rt.now()
     with rt.engine.begin() as conn:
@@ -134,6 +128,16 @@ def reject(rt: Runtime, partner: str) -> None:
         linklog.write(conn, now, partner, "send", "rejected the link")
     _revoke_token(rt, link.token_id)
     log.info("link with %s rejected", partner)
+
+
+def _awaiting_our_answer(rt: Runtime, partner: str) -> links.Link:
+    """The link `partner` accepted and that we, the requester, must now start or reject."""
+    with reading(rt.engine) as conn:
+        link = links.require(conn, partner, links.AWAITING_START)
+    if link.role != links.REQUESTER:
+        raise LinkError(f"{partner!r} requested this link: only {partner!r} starts or rejects it "
+                        "(`link release` withdraws our acceptance)")
+    return link
 
 
 def _revoke_token(rt: Runtime, token_id: str | None) -> None:
