@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SHARED_CONTRACT := ../shared/contract/smoke_link.py
+# The integration tests mostly wait on brokers and timers: a few workers (each with its own private broker node)
+# keep the suite well inside CI's budget on a 2-core machine.
+PYTEST_WORKERS ?= 4
 
 .PHONY: all venv services tools lint test unit integration contract demo bench clean
 
@@ -32,14 +35,14 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 integration: venv services
-	$(BIN)/pytest tests -m integration
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m integration
 
 contract: venv services
 	@if [ -f $(SHARED_CONTRACT) ]; then PROJECT=. $(BIN)/python $(SHARED_CONTRACT); \
 	else echo "contract smoke: $(SHARED_CONTRACT) not found, skipped"; fi
 
 test: venv services tools lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 	$(MAKE) --no-print-directory contract
 
 demo: venv services
