@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from federationd.config import SITE_ID
 from federationd.errors import LinkError
 
 PREFIX = "fedlink1."
@@ -62,6 +63,8 @@ def decode(text: str) -> LinkToken:
         wanted: tuple[type, ...] = (int, float) if name in _TIMES else (str,)
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise damaged
+    if not SITE_ID.match(values["site"]) or not values["public_url"].startswith("amqps://"):
+        raise damaged  # the site id becomes part of broker user names and routing keys: never trust it blindly
     return LinkToken(**values)
 
 

@@ -17,7 +17,7 @@ from federationd import controls, linklog, links
 from federationd.broker.endpoints import Endpoint
 from federationd.broker.provisioning import token_user
 from federationd.categories import RELEASED_CATEGORIES
-from federationd.config import VisitPolicy
+from federationd.config import SITE_ID, VisitPolicy
 from federationd.errors import LinkError, RejectedChange
 from federationd.handlers.changes import tombstone
 from federationd.links import regression_note, went_back
@@ -52,6 +52,8 @@ def on_accept(rt: Runtime, conn: Connection, body: ControlBody, user_id: str | N
         raise RejectedChange("token_expired", f"acceptance from {body.origin!r} for an expired token")
     if body.origin == rt.home:
         raise RejectedChange("origin_mismatch", "an acceptance claims to come from this site")
+    if not SITE_ID.match(body.origin) or not _text(control, "public_url").startswith("amqps://"):
+        raise RejectedChange("invalid_control", f"acceptance with an invalid site id or URL from {body.origin!r}")
     try:
         links.create(conn, now, site=body.origin, state=links.AWAITING_START, role=links.REQUESTER,
                      company=_text(control, "company"), name=_text(control, "name"),
