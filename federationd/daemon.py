@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from federationd import identity, linklog, links
 from federationd.broker.consumer import Consumer
 from federationd.config import Config, load_config
-from federationd.errors import ConfigError, FederationError, LinkError, StoreError, TransportError
+from federationd.errors import ConfigError, FederationError, StoreError, TransportError
 from federationd.handlers.dispatch import Inbound
 from federationd.lifecycle import sync_visit_policies
 from federationd.metrics import LinkFigures, Metrics
@@ -218,11 +218,9 @@ class Daemon:
                 links.change(conn, site, failures=0, retry_at=None, last_error=None)
             if report.messages:
                 log.info("sent %s %d record(s) in %d message(s)", site, sum(report.sent.values()), report.messages)
-        except (TransportError, LinkError) as exc:
-            self._failed(site, exc)
-        except (StoreError, SQLAlchemyError) as exc:
+        except (StoreError, SQLAlchemyError) as exc:  # ours, not the partner's: no backoff, the next tick retries
             log.error("send to %s interrupted by the database: %s", site, str(exc).splitlines()[0])
-        except FederationError as exc:
+        except FederationError as exc:  # the partner's broker refused or is unreachable, or the link has no way
             self._failed(site, exc)
         finally:
             try:
