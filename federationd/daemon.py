@@ -141,6 +141,7 @@ class Daemon:
                 log.warning("config: a change of %r takes effect at the next restart", section)
         self.rt.config = self.rt.config.model_copy(update={"paused": config.paused, "links": config.links,
                                                            "schedule": config.schedule, "log": config.log})
+        self._check_identity()  # `adopt --i-am-the-site` followed by a reload lifts the guard
         self._export_config(self.rt.config)
         self.metrics.reload_ok.set(1)
         log.info("config reloaded from %s", self.config_path)
@@ -152,7 +153,11 @@ class Daemon:
         mine = identity.installation_id(self.rt.config.state_dir)
         with reading(self.rt.engine) as conn:
             theirs = load_site_state(conn).installation_id
-        if mine != theirs:
+        if mine == theirs:
+            if self.guard_reason is not None:
+                log.info("the database now carries this installation's identity: the guard pause is lifted")
+            self.guard_reason = None
+        else:
             self.guard_reason = ("the database belongs to another installation (a copy of another server?): "
                                  "the whole site stays paused until `federationd adopt --i-am-the-site`")
             log.error("%s", self.guard_reason)
@@ -191,16 +196,19 @@ class Daemon:
             rows = figures(conn, self.rt.config, now)
             locked = bulk_locked(conn)
         for row in rows:
-            if row.site is None or row.paused or row.next_send_at is None or row.next_send_at > now:
+            if row.site is None or row.paused:
+                continue
+            data = row.next_send_at is not None and row.next_send_at <= now
+            if data and locked and not (row.send_now or row.snapshot_due):
+                self._defer(row.site, now)
+                data = False
+            if not data and (row.control_due is None or row.control_due > now):
                 continue
             with self._lock:
                 if row.site in self._in_flight:
                     continue
-                if locked and not (row.send_now or row.snapshot_due):
-                    self._defer(row.site, now)
-                    continue
                 self._in_flight.add(row.site)
-            pool.submit(self._send, row.site)
+            pool.submit(self._send, row.site, data)
 
     def _defer(self, site: str, now: float) -> None:
         until = now + timing(self.rt.config).busy_retry_seconds
@@ -208,12 +216,14 @@ class Daemon:
             links.change(conn, site, deferred_until=until)
         log.info("send to %s waits: a bulk job holds the lock", site)
 
-    def _send(self, site: str) -> None:
+    def _send(self, site: str, data: bool) -> None:
+        """Send what is due to `site`: waiting control messages always, the data only if `data`."""
         rt = self.rt
         try:
-            with rt.engine.begin() as conn:
-                links.change(conn, site, sending_since=rt.now(), send_now=False, deferred_until=None)
-            report = sender.send(rt, site, self.metrics)
+            if data:
+                with rt.engine.begin() as conn:
+                    links.change(conn, site, sending_since=rt.now(), send_now=False, deferred_until=None)
+            report = sender.send(rt, site, self.metrics, data=data)
             with rt.engine.begin() as conn:
                 links.change(conn, site, failures=0, retry_at=None, last_error=None)
             if report.messages:

@@ -36,6 +36,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Registered first, so that it runs first at a scrape: reading the links also creates every link's
+        # counters (at 0) before the counters themselves are collected (an alert's increase() needs the 0).
+        self._figures: Callable[[], list[LinkFigures]] = list
+        r.register(_FiguresCollector(self._read_figures))
         self.sent = Counter("federationd_sent_records", "Records confirmed by the partner's broker",
                             ["site", "category"], registry=r)
         self.received = Counter("federationd_received_records", "Records received and applied (or skipped as "
@@ -53,7 +57,10 @@ class Metrics:
 
     def watch(self, figures: Callable[[], list[LinkFigures]]) -> None:
         """Read the database-held gauges through `figures` at every scrape."""
-        self.registry.register(_FiguresCollector(figures))
+        self._figures = figures
+
+    def _read_figures(self) -> list[LinkFigures]:
+        return self._figures()  # late-bound: `watch` sets the source after the collector is registered
 
     def serve(self, host: str, port: int) -> object:
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

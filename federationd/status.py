@@ -35,6 +35,7 @@ class LinkStatus:
     last_error: str | None
     snapshot_due: bool
     send_now: bool
+    control_due: float | None = None  # control messages waiting (release, relink, watermark, ...): sent then
 
     def as_json(self) -> dict[str, Any]:
         """The `status --json` row of SPEC 10 (plus `sending`, `categories` and `note`: the last error, or why
@@ -94,20 +95,23 @@ def figures(conn: Connection, config: Config, now: float, guard_paused: bool = F
         if linked and link.sent_seq not in cache:
             cache[link.sent_seq] = _pending(conn, site.site_id, link.sent_seq)
         pending, count, categories = cache.get(link.sent_seq, (Pending(), 0, [])) if linked else (Pending(), 0, [])
-        waiting = controls.get(link.site, 0) > 0
         due = None
-        if linked or waiting:  # a released link still delivers its release
-            due = due_at(pending, timing(config), send_now=link.send_now, snapshot_due=link.snapshot_due or waiting,
+        if linked:
+            due = due_at(pending, timing(config), send_now=link.send_now, snapshot_due=link.snapshot_due,
                          retry_at=link.retry_at, deferred_until=link.deferred_until, hold_seq=link.hold_seq)
+        # Waiting control messages go at once (a released link still delivers its release), but they do not
+        # pull the data along: the quiet period holds for the data whatever the partner sends us.
+        control_due = max(now, link.retry_at or 0.0) if controls.get(link.site, 0) else None
         result.append(LinkStatus(
             site=link.site, state=link.state, paused=is_paused(config, link, site_paused),
             sending=link.sending_since is not None,
-            last_send_at=link.last_send_at, next_send_at=due, categories=categories, pending_records=count,
+            last_send_at=link.last_send_at, next_send_at=max(due, now) if due is not None else None,
+            categories=categories, pending_records=count,
             lag_seconds=max(0.0, now - pending.first_at) if pending.first_at is not None else 0.0,
             last_receive_at=link.last_receive_at, failures=link.failures,
             last_error=links.regression_note(link.site, link.watermark_epoch, link.watermark_seq, site.epoch,
                                              site.next_seq)
             if links.went_back(site.epoch, site.next_seq, link.watermark_epoch, link.watermark_seq)
             else link.last_error,
-            snapshot_due=link.snapshot_due or waiting, send_now=link.send_now))
+            snapshot_due=link.snapshot_due, send_now=link.send_now, control_due=control_due))
     return result

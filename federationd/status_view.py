@@ -19,12 +19,13 @@ from federationd.tokens import iso
 
 def status_rows(rt: Runtime) -> list[LinkStatus]:
     now = rt.now()
+    guarded = guard_problem(rt) is not None
     with reading(rt.engine) as conn:
-        rows = figures(conn, rt.config, now)
+        rows = figures(conn, rt.config, now, guard_paused=guarded)
         open_tokens = conn.execute(select(tokens).where(tokens.c.used_at.is_(None), tokens.c.revoked.is_(False),
                                                         tokens.c.expires_at > now)).mappings().all()
     for token in open_tokens:
-        rows.append(LinkStatus(site=None, state=links.REQUESTED, paused=rt.config.paused, sending=False,
+        rows.append(LinkStatus(site=None, state=links.REQUESTED, paused=rt.config.paused or guarded, sending=False,
                                last_send_at=None, next_send_at=None, categories=[], pending_records=0,
                                lag_seconds=0.0, last_receive_at=None, failures=0,
                                last_error=f"token {token['id']} expires {iso(token['expires_at'])}",

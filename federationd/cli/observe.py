@@ -12,8 +12,9 @@ from federationd.errors import RejectedChange
 from federationd.store import reading
 
 
-def _moment(text: str | None, option: str) -> float | None:
-    """An ISO 8601 date/time (UTC if no offset), or a duration back from now (`2h`, `7d`)."""
+def _moment(text: str | None, option: str, through: bool = False) -> float | None:
+    """An ISO 8601 date/time (UTC if no offset), or a duration back from now (`2h`, `7d`). With `through`, a
+    time given to the second covers that whole second (as `log` prints times to the second)."""
     if text is None:
         return None
     from datetime import UTC, datetime  # noqa: PLC0415
@@ -29,7 +30,8 @@ def _moment(text: str | None, option: str) -> float | None:
     except ValueError:
         raise RejectedChange("invalid_option", f"{option} {text!r}: use an ISO 8601 time or a duration like 2h") \
             from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    value = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return value + 0.999999 if through and moment.microsecond == 0 else value
 
 
 @main.command("log")
@@ -50,7 +52,8 @@ def log_(state: State, site: str | None, direction: str | None, category: str | 
 
     from federationd import linklog  # noqa: PLC0415
 
-    query = linklog.LogQuery(site, direction, category, _moment(since, "--since"), _moment(until, "--until"), limit)
+    query = linklog.LogQuery(site, direction, category, _moment(since, "--since"),
+                             _moment(until, "--until", through=True), limit)
     with reading(state.runtime().engine) as conn:
         rows, total = linklog.read(conn, query)
     if total > len(rows):

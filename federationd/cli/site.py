@@ -53,6 +53,7 @@ def run(state: State) -> None:
     from federationd.daemon import Daemon  # noqa: PLC0415 - only `run` needs the daemon's imports
 
     logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-start schema check is not news
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     problem = permission_problem(state.path)

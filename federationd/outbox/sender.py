@@ -36,13 +36,15 @@ class SendReport:
     snapshot: bool = False
 
 
-def send(rt: Runtime, partner: str, metrics: Metrics | None = None) -> SendReport:
-    """Send everything due to `partner`; raise TransportError (naming it) if its broker is unreachable."""
+def send(rt: Runtime, partner: str, metrics: Metrics | None = None, data: bool = True) -> SendReport:
+    """Send the waiting control messages and, with `data`, the snapshot if due and every pending change;
+    raise TransportError (naming the partner) if its broker is unreachable."""
     with reading(rt.engine) as conn:
         link = links.require(conn, partner)
         waiting = controls.waiting(conn, partner)
     report = SendReport()
-    if link.state != links.LINKED and not waiting:
+    data = data and link.state == links.LINKED
+    if not data and not waiting:
         return report
     if not (link.remote_user and link.remote_password):
         raise LinkError(f"no credential for {partner!r}'s broker")
@@ -56,7 +58,7 @@ def send(rt: Runtime, partner: str, metrics: Metrics | None = None) -> SendRepor
                 controls.delivered(conn, control.id)
                 if control.kind not in QUIET_CONTROLS:
                     linklog.write(conn, rt.now(), partner, "send", f"told the partner: {control.kind}")
-        if link.state == links.LINKED:
+        if data:
             if link.snapshot_due:
                 _snapshot(rt, publisher, partner, report)
             _changes(rt, publisher, partner, report)
