@@ -189,6 +189,9 @@ class LinkSection(Strict):
     accept: AcceptPolicy = AcceptPolicy()
 
 
+_DEFAULT_LINK = LinkSection()  # frozen: one shared instance for every partner the YAML does not name
+
+
 class MetricsSection(Strict):
     listen: str = "127.0.0.1:9464"
 
@@ -244,7 +247,7 @@ class Config(Strict):
         return self
 
     def link(self, partner: str) -> LinkSection:
-        return self.links.get(partner, LinkSection())
+        return self.links.get(partner, _DEFAULT_LINK)
 
 
 def redact_credentials(text: str) -> str:

@@ -37,7 +37,7 @@ from federationd.store import load_site_state, reading, schema_is_current
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.25
+TICK_SECONDS = 0.5  # how soon a due send starts; each tick reads every link, so not more often
 HOUSEKEEPING_SECONDS = 60.0
 POLICY_SYNC_SECONDS = 5.0
 DRAIN_SECONDS = 30.0

@@ -54,7 +54,7 @@ class Link:
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Link:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        return cls(**{name: row[name] for name in _FIELDS})
 
     @property
     def consumes(self) -> bool:
@@ -113,3 +113,6 @@ def regression_note(partner: str, held_epoch: int, held_seq: int, own_epoch: int
     return (f"{partner} holds our data up to epoch {held_epoch} version {held_seq}, newer than this database "
             f"(epoch {own_epoch}, version {own_seq}): it went back in time (restored from an older backup?); "
             f"run `federationd relink {partner}`")
+
+
+_FIELDS = tuple(f.name for f in fields(Link))

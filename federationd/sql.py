@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,12 +27,17 @@ def upsert(
     """INSERT ... ON CONFLICT (keys) DO UPDATE every other column [WHERE where(excluded)], as one executemany."""
     if not rows:
         return
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    conn.execute(_upsert_statement(conn.dialect.name, table, tuple(rows[0]), tuple(keys), where), list(rows))
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(dialect_name: str, table: Table, names: tuple[str, ...], keys: tuple[str, ...],
+                      where: Callable[[Any], ColumnElement[bool]] | None) -> Any:
+    """Built once per shape: building the statement cost as much as running it on the host's hot path."""
+    dialect = sqlite if dialect_name == "sqlite" else postgresql
     statement = dialect.insert(table)
-    columns = [name for name in rows[0] if name not in keys]
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=list(keys),
-        set_={name: statement.excluded[name] for name in columns},
+        set_={name: statement.excluded[name] for name in names if name not in keys},
         where=where(statement.excluded) if where is not None else None,
     )
-    conn.execute(statement, list(rows))

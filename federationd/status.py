@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, distinct, func, select
+from sqlalchemy import Connection, func, select
 
 from federationd import links
 from federationd.config import Config
@@ -69,7 +69,7 @@ def _pending(conn: Connection, home: str, sent_seq: int) -> tuple[Pending, int, 
     ).where(outbox.c.seq > sent_seq)).one()
     pending_records = conn.execute(select(func.count()).select_from(records).where(
         records.c.origin == home, records.c.version > sent_seq)).scalar_one()
-    categories = sorted(conn.execute(select(distinct(outbox.c.category)).where(outbox.c.seq > sent_seq)).scalars())
+    categories = sorted(conn.execute(select(outbox.c.category).distinct().where(outbox.c.seq > sent_seq)).scalars())
     return Pending(int(rows), first_at, last_at, int(last_seq or 0)), int(pending_records), categories
 
 
@@ -89,6 +89,7 @@ def figures(conn: Connection, config: Config, now: float, guard_paused: bool = F
     site_paused = site.paused or guard_paused
     controls = controls_waiting(conn)
     cache: dict[int, tuple[Pending, int, list[str]]] = {}
+    schedule = timing(config)
     result = []
     for link in links.all_links(conn):
         linked = link.state == links.LINKED
@@ -97,7 +98,7 @@ def figures(conn: Connection, config: Config, now: float, guard_paused: bool = F
         pending, count, categories = cache.get(link.sent_seq, (Pending(), 0, [])) if linked else (Pending(), 0, [])
         due = None
         if linked:
-            due = due_at(pending, timing(config), send_now=link.send_now, snapshot_due=link.snapshot_due,
+            due = due_at(pending, schedule, send_now=link.send_now, snapshot_due=link.snapshot_due,
                          retry_at=link.retry_at, deferred_until=link.deferred_until, hold_seq=link.hold_seq)
         # Waiting control messages go at once (a released link still delivers its release), but they do not
         # pull the data along: the quiet period holds for the data whatever the partner sends us.

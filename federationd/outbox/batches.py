@@ -2,7 +2,8 @@
 
 Reading is paged by an index (version for changes, (category, id) for snapshots) so memory stays bounded
 whatever the size of the site. Several pending changes of one record go once, as the newest: the records table
-holds only the newest version, and a batch selects records, not outbox rows.
+holds only the newest version, and a batch selects records, not outbox rows. The stored JSON of each record's
+data goes into the message as it is, never parsed and dumped again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, Engine, select, tuple_
 from federationd.categories import schedule_in_window
 from federationd.schema import records
 from federationd.store import reading
+from federationd.wire import change_json
 
 # The JSON around each change's data, for the byte budget (braces, keys, quotes).
 _OVERHEAD_BYTES = 120
@@ -26,27 +28,34 @@ _OVERHEAD_BYTES = 120
 
 @dataclass
 class Batch:
-    changes: list[dict[str, Any]] = field(default_factory=list)
+    """Changes as wire JSON text (`wire.change_json`), ready to be joined into a message body."""
+
+    changes: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     size: int = 0
 
     @property
+    def first(self) -> int:
+        return min(self.versions, default=0)
+
+    @property
     def last(self) -> int:
-        return max(int(change["version"]) for change in self.changes)
+        return max(self.versions, default=0)
 
     def fits(self, max_records: int, max_bytes: int, extra: int) -> bool:
         return not self.changes or (len(self.changes) < max_records and self.size + extra <= max_bytes)
 
-    def add(self, change: dict[str, Any], size: int) -> None:
-        self.changes.append(change)
-        self.counts[change["category"]] += 1
-        self.size += size
+    def add(self, row: Any, origin: str) -> None:
+        text = change_json(row.category, row.id, origin, row.version, bool(row.deleted), row.data)
+        self.changes.append(text)
+        self.versions.append(row.version)
+        self.counts[row.category] += 1
+        self.size += len(text)
 
 
-def _change(row: Any, origin: str) -> tuple[dict[str, Any], int]:
-    change = {"category": row.category, "id": row.id, "origin": origin, "version": row.version,
-              "deleted": bool(row.deleted), "data": json.loads(row.data)}
-    return change, len(row.data) + len(row.id) + _OVERHEAD_BYTES
+def _size(row: Any) -> int:
+    return len(row.data) + len(row.id) + _OVERHEAD_BYTES
 
 
 _COLUMNS = (records.c.category, records.c.id, records.c.version, records.c.deleted, records.c.data)
@@ -58,10 +67,9 @@ def next_batch(conn: Connection, origin: str, after_seq: int, max_records: int, 
                         .order_by(records.c.version).limit(max_records))
     batch = Batch()
     for row in rows:
-        change, size = _change(row, origin)
-        if not batch.fits(max_records, max_bytes, size):
+        if not batch.fits(max_records, max_bytes, _size(row)):
             break
-        batch.add(change, size)
+        batch.add(row, origin)
     return batch if batch.changes else None
 
 
@@ -80,12 +88,11 @@ def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: i
             break
         after = (page[-1].category, page[-1].id)
         for row in page:
-            change, size = _change(row, origin)
-            if row.category == "schedule" and not schedule_in_window(change["data"], since):
+            if row.category == "schedule" and not schedule_in_window(json.loads(row.data), since):
                 continue
-            if not batch.fits(max_records, max_bytes, size):
+            if not batch.fits(max_records, max_bytes, _size(row)):
                 yield batch
                 batch = Batch()
-            batch.add(change, size)
+            batch.add(row, origin)
     if batch.changes:
         yield batch

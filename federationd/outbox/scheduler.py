@@ -37,8 +37,10 @@ def due_at(pending: Pending, timing: Timing, *, send_now: bool = False, snapshot
         return 0.0  # an operator's explicit ask overrides backoff and the quiet period
     if snapshot_due:
         due = 0.0
-    elif pending.rows == 0 or pending.first_at is None or pending.last_at is None or pending.last_seq <= hold_seq:
+    elif pending.rows == 0 or pending.first_at is None or pending.last_at is None:
         return None
+    elif hold_seq and pending.last_seq <= hold_seq:
+        return None  # cleared: held until a newer change
     else:
         due = min(pending.last_at + timing.quiet_period_seconds, pending.first_at + timing.max_delay_seconds)
     return max(due, retry_at or 0.0, deferred_until or 0.0)

@@ -71,9 +71,10 @@ def send(rt: Runtime, partner: str, metrics: Metrics | None = None, data: bool =
     return report
 
 
-def _publish(rt: Runtime, publisher: Publisher, kind: str, body: dict[str, object], report: SendReport,
-             batch: Batch) -> None:
-    publisher.publish(wire.encode(kind, body), rt.home)
+def _publish(rt: Runtime, publisher: Publisher, kind: str, epoch: int, batch: Batch, report: SendReport,
+             snapshot: dict[str, object] | None = None) -> None:
+    message = wire.encode_changes(kind, rt.home, epoch, batch.changes, batch.first, batch.last, snapshot)
+    publisher.publish(message, rt.home)
     report.messages += 1
     report.sent.update(batch.counts)
 
@@ -87,7 +88,7 @@ def _changes(rt: Runtime, publisher: Publisher, partner: str, report: SendReport
             batch = next_batch(conn, rt.home, sent_seq, transport.batch_records, transport.batch_bytes)
         if batch is None:
             return
-        _publish(rt, publisher, "changes", wire.changes_body(rt.home, epoch, batch.changes), report, batch)
+        _publish(rt, publisher, "changes", epoch, batch, report)
         now = rt.now()
         with rt.engine.begin() as conn:
             links.change(conn, partner, sent_seq=batch.last, last_send_at=now)
@@ -107,11 +108,10 @@ def _snapshot(rt: Runtime, publisher: Publisher, partner: str, report: SendRepor
     header = {"id": snapshot_id, "categories": list(CATEGORIES), "since": since.isoformat()}
     for batch in snapshot_batches(rt.engine, rt.home, transport.batch_records, transport.batch_bytes, since):
         part += 1
-        body = wire.changes_body(rt.home, epoch, batch.changes, {**header, "part": part, "final": False})
-        _publish(rt, publisher, "snapshot", body, report, batch)
+        _publish(rt, publisher, "snapshot", epoch, batch, report, {**header, "part": part, "final": False})
         counts.update(batch.counts)
     final = {**header, "part": part + 1, "final": True, "counts": dict(counts)}
-    _publish(rt, publisher, "snapshot", wire.changes_body(rt.home, epoch, [], final), report, Batch())
+    _publish(rt, publisher, "snapshot", epoch, Batch(), report, final)
     now = rt.now()
     with rt.engine.begin() as conn:
         links.change(conn, partner, sent_seq=covered, snapshot_due=False, last_send_at=now)

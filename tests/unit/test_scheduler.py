@@ -91,3 +91,10 @@ def test_due_is_never_earlier_than_the_rules_allow(first: float, gap: float, row
     assert due <= cap or due in (retry_at, deferred_until)  # the cap holds but for backoff
     assert due_at(pending, timing, send_now=True, snapshot_due=snapshot_due, retry_at=retry_at,
                   deferred_until=deferred_until) == 0.0
+
+
+def test_clear_holds_the_schedule_until_a_newer_change() -> None:
+    pending = Pending(3, T0, T0 + 10, last_seq=42)
+    assert due_at(pending, TIMING, hold_seq=42) is None
+    assert due_at(Pending(4, T0, T0 + 20, last_seq=43), TIMING, hold_seq=42) == T0 + 20 + QUIET
+    assert due_at(pending, TIMING, hold_seq=42, send_now=True) == 0.0
