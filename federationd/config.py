@@ -63,6 +63,8 @@ class DatabaseSection(Strict):
     def _known_driver(cls, value: str) -> str:
         if not (value.startswith("sqlite:///") or value.startswith("postgresql")):
             raise ValueError("database.url must be sqlite:///PATH or postgresql+psycopg://...")
+        if value.rstrip("/") in ("sqlite:", "sqlite://") or value.startswith("sqlite:///:memory:"):
+            raise ValueError("database.url needs a file: sqlite:///PATH (an in-memory database loses everything)")
         return value
 
 
@@ -72,6 +74,10 @@ def _amqps_endpoint(value: str, *, credentials: bool) -> str:
         raise ValueError("must be an amqps:// URL (federationd talks to brokers over TLS only)")
     if not parts.hostname:
         raise ValueError("has no host name")
+    try:
+        parts.port  # noqa: B018 - reading it validates it (urlsplit only checks the port when asked)
+    except ValueError:
+        raise ValueError("has a port out of range (1-65535)") from None
     if credentials and not (parts.username and parts.password):
         raise ValueError("must carry the broker user and password (amqps://USER:PASSWORD@HOST:5671/VHOST)")
     if not credentials and (parts.username or parts.password):
@@ -215,6 +221,13 @@ class MetricsSection(Strict):
 class LogSection(Strict):
     retention: Duration = timedelta(days=365)
 
+    @field_validator("retention")
+    @classmethod
+    def _at_least_a_day(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s (SPEC 6 keeps 365 days)")
+        return value
+
 
 class TransportSection(Strict):
     """Not pinned by SPEC: tuning with safe defaults (docs/operations.md)."""
@@ -225,6 +238,13 @@ class TransportSection(Strict):
     batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     send_workers: int = Field(default=4, ge=1, le=64)
     retry_max: Duration = timedelta(minutes=5)
+
+    @model_validator(mode="after")
+    def _positive(self) -> TransportSection:
+        for name in ("heartbeat", "connect_timeout", "retry_max"):
+            if getattr(self, name) < timedelta(seconds=1):
+                raise ValueError(f"{name} must be at least 1s")
+        return self
 
 
 class Config(Strict):
@@ -239,6 +259,13 @@ class Config(Strict):
     metrics: MetricsSection = MetricsSection()
     log: LogSection = LogSection()
     transport: TransportSection = TransportSection()
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _absolute(cls, value: object) -> object:
+        if not str(value or "").startswith("/"):
+            raise ValueError("must be an absolute path (e.g. /var/lib/federationd)")
+        return value
 
     @model_validator(mode="after")
     def _not_self(self) -> Config:

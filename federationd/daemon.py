@@ -24,15 +24,16 @@ from federationd.broker.consumer import Consumer
 from federationd.config import Config, load_config
 from federationd.errors import ConfigError, FederationError, StoreError, TransportError
 from federationd.handlers.dispatch import Inbound
-from federationd.lifecycle import sync_visit_policies
+from federationd.lifecycle import greet_partners, sync_visit_policies
 from federationd.metrics import LinkFigures, Metrics
 from federationd.notify import Notifier
 from federationd.outbox import rolling, sender
+from federationd.outbox.importer import lock_held
 from federationd.retry import send_backoff_seconds
 from federationd.runtime import Runtime
 from federationd.schema import links as link_rows
 from federationd.schema import outbox, site_state, tokens, used_tickets
-from federationd.status import bulk_locked, figures, is_paused, timing
+from federationd.status import figures, is_paused, timing
 from federationd.store import load_site_state, reading, schema_is_current
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Daemon:
         self._check_identity()
         with rt.engine.begin() as conn:  # no send is in flight before we start: a mark left by a crash is stale
             conn.execute(update(link_rows).values(sending_since=None))
+        greet_partners(rt)
         self._export_config(rt.config)
         self.metrics.watch(self._figures)
         server = self.metrics.serve(rt.config.metrics.host, rt.config.metrics.port)
@@ -194,7 +196,7 @@ class Daemon:
         now = self.rt.now()
         with reading(self.rt.engine) as conn:
             rows = figures(conn, self.rt.config, now)
-            locked = bulk_locked(conn)
+            locked = lock_held(conn, now)
         for row in rows:
             if row.site is None or row.paused:
                 continue

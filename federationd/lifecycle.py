@@ -147,6 +147,15 @@ def sync_visit_policies(rt: Runtime) -> list[str]:
     return told
 
 
+def greet_partners(rt: Runtime) -> None:
+    """At daemon start: ask every linked partner how far it holds our data (it answers with a watermark)."""
+    now = rt.now()
+    with rt.engine.begin() as conn:
+        for link in links.all_links(conn):
+            if link.state == links.LINKED:
+                controls.replace(conn, link.site, "hello", now)
+
+
 def adopt(rt: Runtime) -> str:
     """Declare this installation the site: write state_dir's identity into the database (SPEC 3.1)."""
     mine = identity.installation_id(rt.config.state_dir, create=True)

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, func, select
 from federationd import links
 from federationd.config import Config
 from federationd.outbox.scheduler import Pending, Timing, due_at
-from federationd.schema import bulk_lock, control_outbox, outbox, records
+from federationd.schema import control_outbox, outbox, records
 from federationd.store import load_site_state
 from federationd.tokens import iso
 
@@ -71,10 +71,6 @@ def _pending(conn: Connection, home: str, sent_seq: int) -> tuple[Pending, int, 
         records.c.origin == home, records.c.version > sent_seq)).scalar_one()
     categories = sorted(conn.execute(select(outbox.c.category).distinct().where(outbox.c.seq > sent_seq)).scalars())
     return Pending(int(rows), first_at, last_at, int(last_seq or 0)), int(pending_records), categories
-
-
-def bulk_locked(conn: Connection) -> bool:
-    return conn.execute(select(func.count()).select_from(bulk_lock)).scalar_one() > 0
 
 
 def controls_waiting(conn: Connection) -> dict[str, int]:

@@ -11,9 +11,19 @@ import json
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from federationd import __version__
 from federationd.errors import RejectedChange
@@ -32,13 +42,39 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
 
+BIGINT = 2**63 - 1  # the database columns' range
+
+
+def _storable(value: str) -> str:
+    """No NUL (PostgreSQL text cannot hold it) and no lone UTF-16 surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        raise ValueError("text with a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text that is not valid Unicode") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_storable)]
+
+
 class WireChange(_Wire):
-    category: StrictStr
-    id: StrictStr = Field(min_length=1, max_length=255)
-    origin: StrictStr
-    version: StrictInt = Field(ge=1)
+    category: Text
+    id: Text = Field(min_length=1, max_length=255)
+    origin: Text
+    version: StrictInt = Field(ge=1, le=BIGINT)
     deleted: StrictBool
     data: dict[str, Any]
+
+    @field_validator("data")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except (UnicodeEncodeError, ValueError):
+            raise ValueError("data holds text that is not valid Unicode") from None
+        return value
 
 
 class SnapshotPart(_Wire):
@@ -52,10 +88,10 @@ class SnapshotPart(_Wire):
 
 class ChangesBody(_Wire):
     schema_: Literal[1] = Field(alias="schema")
-    origin: StrictStr
-    epoch: StrictInt = Field(ge=0)
-    first: StrictInt = Field(ge=0)
-    last: StrictInt = Field(ge=0)
+    origin: Text
+    epoch: StrictInt = Field(ge=0, le=BIGINT)
+    first: StrictInt = Field(ge=0, le=BIGINT)
+    last: StrictInt = Field(ge=0, le=BIGINT)
     changes: list[WireChange]
     snapshot: SnapshotPart | None = None
 

@@ -55,8 +55,13 @@ def transport_error(exc: BaseException, site: str, endpoint: Endpoint) -> Transp
 
 
 def _plain(exc: BaseException) -> str:
+    wrapped = getattr(exc, "exception", None)  # pika's connector errors keep the socket error here
+    if isinstance(wrapped, BaseException):
+        return _plain(wrapped)
     for arg in exc.args:
         if isinstance(arg, BaseException):
             return _plain(arg)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -32,6 +32,9 @@ def describe(exc: BaseException) -> str | None:
         if isinstance(current, ssl.SSLError):
             return f"TLS handshake failed: {current.reason or current}"
         stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        wrapped = getattr(current, "exception", None)  # pika's connector errors keep the cause here
+        if isinstance(wrapped, BaseException):
+            stack.append(wrapped)
         for linked in (current.__cause__, current.__context__):
             if linked is not None:
                 stack.append(linked)

@@ -162,6 +162,16 @@ def on_watermark(rt: Runtime, conn: Connection, body: ControlBody, now: float) -
     return None
 
 
+def on_hello(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
+    """The partner's daemon started: answer with our watermark of its data, so that a partner whose database
+    was restored from an older backup learns it before it sends anything."""
+    _require_linked(conn, body)
+    link = links.get(conn, body.origin)
+    assert link is not None
+    controls.replace(conn, body.origin, "watermark", now, epoch=link.received_epoch, seq=link.received_seq)
+    return None
+
+
 def _require_linked(conn: Connection, body: ControlBody) -> None:
     link = links.get(conn, body.origin)
     if link is None or link.state != links.LINKED:
@@ -176,4 +186,5 @@ HANDLERS: dict[str, Callable[[Runtime, Connection, ControlBody, float], AfterCom
     "change_url": on_change_url,
     "visit_policy": on_visit_policy,
     "watermark": on_watermark,
+    "hello": on_hello,
 }

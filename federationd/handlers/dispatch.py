@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from federationd import controls, linklog, links, wire
 from federationd.broker.provisioning import partner_user
@@ -57,6 +57,10 @@ class Inbound:
             after = self._apply(delivery, decoded, now)
         except RejectedChange as exc:
             self._rejected(site, exc, decoded, now)
+            return Outcome.REJECT
+        except (DataError, IntegrityError) as exc:  # the message's values, not our database: retrying cannot help
+            self._rejected(site, RejectedChange("invalid", f"the database refused its values: "
+                                                f"{str(exc.orig).splitlines()[0] if exc.orig else exc}"), decoded, now)
             return Outcome.REJECT
         except (StoreError, SQLAlchemyError) as exc:
             log.error("could not apply a %s message from %s, will retry: %s", delivery.kind, site,

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,8 @@ from federationd.schema import bulk_lock
 
 CHUNK_ROWS = 1000
 LOCK_NAME = "bulk"
-STALE_LOCK_SECONDS = 6 * 3600  # a lock left by a crashed job stops holding sends back after this long
+STALE_LOCK_SECONDS = 3600  # a lock left by a job on another host that died stops holding sends back after this
+_HOLDER = re.compile(r"^(\d+)@(\S+) ")  # "PID@HOST what": a dead PID on this host frees the lock at once
 
 Row = tuple[str, dict[str, Any]]
 
@@ -114,12 +116,35 @@ def _row(path: Path, line: int, header: list[str], fields: list[str]) -> Row:
     return record_id, data
 
 
+def lock_held(conn: Connection, now: float) -> bool:
+    """Whether a live bulk job holds the lock: one whose process still runs here (or, on another host, that took
+    it less than STALE_LOCK_SECONDS ago). A lock left by a job killed mid-import holds nothing back."""
+    return any(_alive(holder, acquired_at, now) for holder, acquired_at in conn.execute(
+        select(bulk_lock.c.holder, bulk_lock.c.acquired_at)))
+
+
+def _alive(holder: str, acquired_at: float, now: float) -> bool:
+    if acquired_at < now - STALE_LOCK_SECONDS:
+        return False
+    match = _HOLDER.match(holder)
+    if match is None or match.group(2) != socket.gethostname():
+        return True
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
 @contextmanager
 def held(engine: Engine, holder: str, now: float) -> Iterator[None]:
     """Hold the site's bulk lock (committed, so the daemon sees it) for the duration of the block."""
     try:
         with engine.begin() as conn:
-            _drop_stale(conn, now)
+            if not lock_held(conn, now):  # a dead job's lock is taken over
+                conn.execute(delete(bulk_lock).where(bulk_lock.c.name == LOCK_NAME))
             conn.execute(insert(bulk_lock).values(name=LOCK_NAME, holder=holder, acquired_at=now))
     except IntegrityError:
         with engine.connect() as conn:
@@ -132,16 +157,12 @@ def held(engine: Engine, holder: str, now: float) -> Iterator[None]:
             conn.execute(delete(bulk_lock).where(bulk_lock.c.name == LOCK_NAME, bulk_lock.c.holder == holder))
 
 
-def _drop_stale(conn: Connection, now: float) -> None:
-    conn.execute(delete(bulk_lock).where(bulk_lock.c.acquired_at < now - STALE_LOCK_SECONDS))
-
-
 def run_import(engine: Engine, category: str, path: Path, progress: Callable[[int, int], None] | None = None,
                now: float | None = None) -> int:
     """Import a CSV file in one transaction under the bulk lock; returns the number of records written."""
     rows, lines = read_rows(path, category)
     moment = time.time() if now is None else now
-    holder = f"import {category} {path.name} (pid {os.getpid()} on {socket.gethostname()})"
+    holder = f"{os.getpid()}@{socket.gethostname()} import {category} {path.name}"
     with held(engine, holder, moment), engine.begin() as conn:
         for start in range(0, len(rows), CHUNK_ROWS):
             chunk = rows[start:start + CHUNK_ROWS]

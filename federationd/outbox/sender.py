@@ -26,7 +26,7 @@ from federationd.store import bump_epoch, load_site_state, reading
 
 log = logging.getLogger(__name__)
 
-QUIET_CONTROLS = {"watermark"}  # routine acknowledgements: not worth a link-log row each
+QUIET_CONTROLS = {"watermark", "hello"}  # routine acknowledgements: not worth a link-log row each
 
 
 @dataclass
