@@ -75,9 +75,11 @@ def _amqps_endpoint(value: str, *, credentials: bool) -> str:
     if not parts.hostname:
         raise ValueError("has no host name")
     try:
-        parts.port  # noqa: B018 - reading it validates it (urlsplit only checks the port when asked)
+        port = parts.port  # reading it validates it (urlsplit only checks the port when asked)
     except ValueError:
-        raise ValueError("has a port out of range (1-65535)") from None
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("has a port out of range (1-65535)")
     if credentials and not (parts.username and parts.password):
         raise ValueError("must carry the broker user and password (amqps://USER:PASSWORD@HOST:5671/VHOST)")
     if not credentials and (parts.username or parts.password):

@@ -11,6 +11,7 @@ import json
 import uuid
 import zlib
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -84,6 +85,16 @@ class SnapshotPart(_Wire):
     categories: list[StrictStr]
     counts: dict[str, StrictInt] | None = None  # on the final part: records per category in the whole snapshot
     since: StrictStr | None = None  # schedules: the window the snapshot resends (ISO date), if bounded
+
+    @field_validator("since")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("since is not an ISO date") from None
+        return value
 
 
 class ChangesBody(_Wire):

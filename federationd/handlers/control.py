@@ -24,7 +24,7 @@ from federationd.links import regression_note, went_back
 from federationd.runtime import Runtime
 from federationd.schema import tokens
 from federationd.store import load_site_state
-from federationd.wire import ControlBody
+from federationd.wire import BIGINT, ControlBody
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,7 @@ def on_visit_policy(rt: Runtime, conn: Connection, body: ControlBody, now: float
 def on_watermark(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:
     """How far the partner holds our data. Newer than our own counters: this database went back in time."""
     _require_linked(conn, body)
-    epoch, seq = body.control.get("epoch"), body.control.get("seq")
-    if not (isinstance(epoch, int) and isinstance(seq, int)) or isinstance(epoch, bool) or isinstance(seq, bool):
-        raise RejectedChange("invalid_control", "watermark without integer epoch and seq")
+    epoch, seq = _stamp(body.control.get("epoch")), _stamp(body.control.get("seq"))
     link = links.get(conn, body.origin)
     assert link is not None
     site = load_site_state(conn)
@@ -160,6 +158,12 @@ def on_watermark(rt: Runtime, conn: Connection, body: ControlBody, now: float) -
         log.error("%s", message)
         linklog.write(conn, now, body.origin, "receive", message)
     return None
+
+
+def _stamp(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= BIGINT:
+        raise RejectedChange("invalid_control", "watermark without integer epoch and seq in range")
+    return value
 
 
 def on_hello(rt: Runtime, conn: Connection, body: ControlBody, now: float) -> AfterCommit | None:

@@ -1,0 +1,57 @@
+"""Fixtures of the fault suite: private brokers that tests may restart, alarm or misconfigure, and sites on them.
+
+The session broker (tests/conftest.py) is shared by every other test: nothing here stops, alarms or kills it.
+Tests that do that to a broker get a private one from `private_broker` (module-scoped: ~5 s to boot).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.common import FIGURES, boot_broker
+from tests.support.broker import TestBroker
+from tests.support.pki import PKI
+from tests.support.sites import Site
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def private_broker(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[TestBroker]:
+    """A broker of this module alone: tests may stop_app, alarm or kill it."""
+    node = boot_broker(tmp_path_factory.mktemp("private-broker"), pki)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def site_on(tmp_path: Path, backend: str) -> Iterator[Callable[..., Site]]:
+    """`site_on(broker, name, start=True, **config)`: an initialised site whose own broker is `broker`."""
+    made: list[Site] = []
+
+    def factory(broker: TestBroker, name: str, start: bool = True, **extra: Any) -> Site:
+        site_id = f"{name}-f{next(_numbers)}"
+        site = Site(site_id, tmp_path / site_id, broker, backend, extra=dict(extra))
+        made.append(site)
+        site.cli("init")
+        if start:
+            site.start()
+        return site
+
+    yield factory
+    for site in made:
+        site.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("fault suite figures")
+        for name, value in sorted(FIGURES.items()):
+            terminalreporter.write_line(f"{name}: {value}")

@@ -1,0 +1,195 @@
+"""Faults 2 and 3: the broker restarts, raises a memory alarm, or the partner's broker is away for a while.
+
+Each test owns a private broker (module-scoped; the session broker other tests share is never touched). No
+daemon may exit; both reconnect with backoff; nothing pending is lost: the partner's copy ends equal to the
+origin's, record by record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import update
+
+from federationd.outbox import capture
+from federationd.records import list_records
+from federationd.schema import links as link_rows
+from federationd.store import load_site_state, reading
+from tests.faults.common import COMPARED, FAULTS, FIGURES, converge, count_records, link, link_row, quick_diff
+from tests.support.sites import Site
+from tests.support.waiting import holds_for, wait_until
+
+pytestmark = pytest.mark.integration
+
+CATS = ("company", "employee", "department")
+# Heartbeats short enough that a broker going away is noticed in seconds, and a backoff cap that keeps the
+# "partner returns" wait short; both are tuning keys of transport: (docs/operations.md).
+TRANSPORT = {"heartbeat": "5s", "retry_max": "4s"}
+
+
+def _burst(site: Site, category: str, prefix: str, count: int, rev: int = 0) -> None:
+    rows = [(f"{prefix}{n}", {"name": f"{prefix}{n}", "rev": rev}) for n in range(count)]
+    with site.engine() as engine, engine.begin() as conn:
+        capture.put_many(conn, category, rows)
+
+
+def _alive(*sites: Site) -> bool:
+    return all(site.proc is not None and site.proc.poll() is None for site in sites)
+
+
+def _assert_converged(a: Site, b: Site, through_cli: bool = True) -> None:
+    """Both copies equal their origin; compared through the CLI, or in-process between the phases of a test."""
+    for origin, partner in ((a, b), (b, a)):
+        if through_cli:
+            diff = converge(origin, partner, 120, CATS)
+        else:
+            wait_until(lambda: quick_diff(origin, partner, CATS).clean, 120, interval=0.25,  # noqa: B023
+                       what=f"{partner.id}'s copy of {origin.id} equal to the origin's")
+            diff = quick_diff(origin, partner, CATS)
+            FIGURES[COMPARED] += diff.compared
+        assert diff.clean, f"{partner.id}'s copy of {origin.id}: {diff}"
+
+
+@pytest.fixture(autouse=True)
+def _broker_back_to_normal(private_broker):
+    """Whatever a failed test left behind, the next one gets a running broker without an alarm."""
+    yield
+    try:
+        private_broker.api("GET", "/api/overview", timeout=5)
+    except Exception:
+        private_broker.start_app()
+    private_broker.set_memory_watermark(0.4)
+
+
+@contextlib.contextmanager
+def _apply_held_back(site: Site, partner: str) -> Iterator[None]:
+    """Hold a lock that the site's next apply of `partner`'s batch must wait for: on PostgreSQL the partner's links
+    row (the apply updates it just before committing: the apply is then blocked mid-transaction), on SQLite the
+    database's write lock (the apply's BEGIN IMMEDIATE waits, up to the 30 s busy timeout)."""
+    with site.engine() as engine, engine.begin() as conn:
+        conn.execute(update(link_rows).where(link_rows.c.site == partner).values(site=partner))
+        yield
+
+
+def _unacked(broker, vhost: str, partner: str) -> int:
+    queue = broker.api("GET", f"/api/queues/{vhost}/federation.inbound.{partner}")
+    return int(queue.get("messages_unacknowledged") or 0)
+
+
+def test_broker_restarts_and_memory_alarm_lose_nothing(private_broker, site_on):
+    """One linked pair on a private broker: a restart while sends are due, a restart while a batch is being
+    applied, then a memory alarm. No daemon exits; after each fault both copies equal their origins."""
+    broker = private_broker
+    a = site_on(broker, "alpha", transport={**TRANSPORT, "batch_records": 50})
+    b = site_on(broker, "beta", transport=TRANSPORT)
+    link(a, b)
+
+    # 1. changes on both sides, and the broker goes away before their quiet period ends: the sends fall due
+    #    while it is down
+    _burst(a, "employee", "e", 200)
+    _burst(b, "department", "d", 30)
+    broker.stop_app()
+    FIGURES[FAULTS] += 1
+    try:
+        _burst(a, "employee", "late", 20)  # the host keeps writing while the broker is away
+        holds_for(lambda: _alive(a, b), 2, "both daemons running while their broker is down")
+    finally:
+        broker.start_app()
+    _assert_converged(a, b, through_cli=False)
+
+    # 2. the broker goes away while B applies A's batch: B commits while the broker is down, its ack is lost,
+    #    the batch is redelivered after the restart and skipped as a duplicate
+    with _apply_held_back(b, a.id):
+        _burst(a, "employee", "e", 300, rev=1)
+        wait_until(lambda: link_row(a, b.id).sent_seq >= _newest(a), 60, what="A's batches in B's broker")
+        wait_until(lambda: _unacked(broker, b.id, a.id) > 0, 30, what="B holding a delivery it is applying")
+        broker.stop_app()
+        FIGURES[FAULTS] += 1
+    try:
+        holds_for(lambda: _alive(a, b), 1, "both daemons running while their broker is down")
+    finally:
+        broker.start_app()
+    _assert_converged(a, b, through_cli=False)
+    for site in (a, b):  # both consumers come back on their own
+        wait_until(lambda: site.log_text().count("consuming from our own broker") >= 3, 60,  # noqa: B023
+                   what=f"{site.id}'s consumer reconnected after the second restart")
+    assert re.search(rf"{re.escape(a.id)}: received 50 record\(s\), applied 0, skipped 50 duplicate", b.log_text()), \
+        "the batch applied before the restart was not redelivered and skipped"
+
+    # 3. a memory alarm: publishing blocks, nothing is lost, it resumes
+    held = count_records(b, a.id, "employee")
+    broker.set_memory_watermark(0)
+    FIGURES[FAULTS] += 1
+    try:
+        wait_until(lambda: any(node.get("mem_alarm") for node in broker.api("GET", "/api/nodes")), 30,
+                   what="the broker's memory alarm")
+        _burst(a, "employee", "m", 100)
+        # the send falls due and starts, but the broker does not take the message: nothing arrives, nothing is
+        # marked sent, and the daemons wait instead of failing or exiting
+        wait_until(lambda: link_row(a, b.id).sending_since is not None, 30, interval=0.05,
+                   what="A's send started (and blocked)")
+        holds_for(lambda: _alive(a, b) and count_records(b, a.id, "employee") == held
+                  and link_row(a, b.id).sent_seq < _newest(a), 3, "publishing blocked by the alarm")
+        assert any(c.get("state") in ("blocked", "blocking") for c in broker.connections()), \
+            "no connection blocked by the alarm"
+    finally:
+        broker.set_memory_watermark(0.4)
+    _assert_converged(a, b)
+    wait_until(lambda: link_row(a, b.id).sent_seq >= _newest(a), 30, what="A's batch marked sent")
+    assert _alive(a, b)
+
+
+def _newest(site: Site) -> int:
+    with site.engine() as engine, reading(engine) as conn:
+        return load_site_state(conn).next_seq
+
+
+def _count_rev(site: Site, origin: str, rev: int) -> int:
+    with site.engine() as engine, reading(engine) as conn:
+        return sum(r.data.get("rev") == rev for r in list_records(conn, origin, "employee"))
+
+
+def test_partner_away_for_a_while_backs_off_then_delivers_everything(make_site, private_broker, site_on):
+    """A on the shared broker, B on its own broker, which goes away: A's sends fail with a capped, jittered
+    backoff (a handful of attempts in 10 s, not a tight loop), `federationd_link_up` is 0, the error names B in
+    `status`, and everything pending arrives once B's broker is back."""
+    a = make_site("alpha", transport=TRANSPORT)
+    b = site_on(private_broker, "beta", transport=TRANSPORT)
+    link(a, b)
+    wait_until(lambda: count_records(b, a.id, "company") == 1, 60, what="the initial snapshot at B")
+    assert a.metric("federationd_link_up", site=b.id) == 1
+
+    private_broker.stop_app()
+    FIGURES[FAULTS] += 1
+    try:
+        _burst(a, "employee", "e", 50)
+        a.cli("records", "delete", "employee", "e7")
+        wait_until(lambda: a.metric("federationd_link_up", site=b.id) == 0, 30, what="link_up 0 at A")
+        failed = re.compile(rf"send to {re.escape(b.id)} failed \(attempt (\d+)\), next try in (\d+)s")
+        before = len(failed.findall(a.log_text()))
+        errors_before = a.metric("federationd_send_errors_total", site=b.id)
+        holds_for(lambda: _alive(a, b) and a.metric("federationd_link_up", site=b.id) == 0, 10,
+                  "A and B running, link down")
+        attempts = failed.findall(a.log_text())
+        during = len(attempts) - before
+        assert 1 <= during <= 12, f"{during} attempts in 10 s: not a capped backoff"
+        assert all(int(wait) <= 4 for _, wait in attempts), f"backoff above transport.retry_max: {attempts}"
+        assert a.metric("federationd_send_errors_total", site=b.id) - errors_before == during
+        assert a.metric("federationd_outbox_pending_records", site=b.id) == 50
+
+        status = a.cli("status").stdout
+        row = next(line for line in status.splitlines() if line.startswith(b.id))
+        assert "cannot reach broker" in " ".join(status.split()), status
+        assert b.id in row
+        logged = a.json("log", "--site", b.id, "--direction", "send")
+        assert any("send failed" in r["message"] and b.id in r["message"] for r in logged), logged
+    finally:
+        private_broker.start_app()
+
+    diff = converge(a, b, 120, CATS)
+    assert diff.clean, diff
+    wait_until(lambda: a.metric("federationd_link_up", site=b.id) == 1, 30, what="link_up back to 1")
+    assert a.link_row(b.id)["pending_records"] == 0
