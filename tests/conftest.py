@@ -6,6 +6,7 @@ unreachable PostgreSQL or a missing broker binary is a failure, not a skip.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 from tests.support.broker import TestBroker, ensure_broker_binary
 from tests.support.pg import create_database, drop_database, pg_reachable
 from tests.support.pki import PKI, make_pki
-from tests.support.sites import Site
+from tests.support.sites import Site, site_maker
 
 IN_CI = os.environ.get("CI") == "true"
 _counter = itertools.count(1)
@@ -70,18 +71,6 @@ def database_url(tmp_path: Path, backend: str) -> Iterator[str]:
 
 @pytest.fixture
 def make_site(tmp_path: Path, broker: TestBroker, backend: str) -> Iterator[Callable[..., Site]]:
-    """Make an initialised site (not yet running) with a unique id on the session broker."""
-    made: list[Site] = []
-
-    def factory(name: str, start: bool = True, **extra: object) -> Site:
-        site_id = f"{name}-{next(_counter)}"
-        site = Site(site_id, tmp_path / site_id, broker, backend, extra=dict(extra))
-        made.append(site)
-        site.cli("init")
-        if start:
-            site.start()
-        return site
-
-    yield factory
-    for site in made:
-        site.close()
+    """`make_site(name, start=True, **config)`: an initialised (by default running) site on the session broker."""
+    with site_maker(tmp_path, backend) as make:
+        yield functools.partial(make, broker)

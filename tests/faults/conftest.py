@@ -6,7 +6,6 @@ Tests that do that to a broker get a private one from `private_broker` (module-s
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,7 @@ import pytest
 from tests.faults.common import FIGURES, boot_broker
 from tests.support.broker import TestBroker
 from tests.support.pki import PKI
-from tests.support.sites import Site
-
-_numbers = itertools.count(1)
+from tests.support.sites import Site, site_maker
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +31,8 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterat
 @pytest.fixture
 def site_on(tmp_path: Path, backend: str) -> Iterator[Callable[..., Site]]:
     """`site_on(broker, name, start=True, **config)`: an initialised site whose own broker is `broker`."""
-    made: list[Site] = []
-
-    def factory(broker: TestBroker, name: str, start: bool = True, **extra: Any) -> Site:
-        site_id = f"{name}-f{next(_numbers)}"
-        site = Site(site_id, tmp_path / site_id, broker, backend, extra=dict(extra))
-        made.append(site)
-        site.cli("init")
-        if start:
-            site.start()
-        return site
-
-    yield factory
-    for site in made:
-        site.close()
+    with site_maker(tmp_path, backend) as make:
+        yield make
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -81,7 +81,7 @@ def _applied_ids(engine, origin: str) -> set[str]:
 
 
 def test_kill9_of_the_receiver_mid_apply_never_half_applies(make_site):
-    batch, total = 50, 2000
+    batch, total = 25, 6000  # 240 batches: enough that the kill lands mid-way however fast the apply is
     a = make_site("alpha", transport={"batch_records": batch, "heartbeat": FAST_HEARTBEAT})
     b = make_site("beta", transport={"heartbeat": FAST_HEARTBEAT})
     link(a, b)
@@ -90,7 +90,7 @@ def test_kill9_of_the_receiver_mid_apply_never_half_applies(make_site):
     b.cli("pause", a.id)  # A's batches wait in B's broker until B consumes them all in a row
     rows = [(f"e{n:04d}", {"name": f"Employee {n}", "kana": "シャイン", "email": f"e{n}@a.example",
                            "departments": ["sales", "support"]}) for n in range(total)]
-    with a.engine() as engine, engine.begin() as conn:  # one host transaction, 40 batches on the wire
+    with a.engine() as engine, engine.begin() as conn:  # one host transaction, 240 batches on the wire
         written = capture.put_many(conn, "employee", rows)
     last = written[-1].version
     wait_until(lambda: link_row(a, b.id).sent_seq >= last, 60, what="A's batches confirmed by B's broker")

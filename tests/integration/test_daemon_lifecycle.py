@@ -27,28 +27,12 @@ from federationd.runtime import Runtime
 from federationd.schema import site_state
 from federationd.store import reading
 from tests.support.sites import FEDERATIOND, Site, link
-from tests.support.waiting import GiveUp, wait_until
+from tests.support.waiting import never, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
-def never(predicate: Callable[[], Any], seconds: float, what: str) -> None:
-    """Assert that `predicate` stays false for `seconds` (polled; an error in the predicate fails at once)."""
-
-    def strict() -> Any:
-        try:
-            return predicate()
-        except Exception as exc:
-            raise GiveUp(f"while checking that {what} never happens: {exc!r}") from exc
-
-    try:
-        value = wait_until(strict, seconds, interval=0.25, what=what)
-    except TimeoutError:
-        return
-    raise AssertionError(f"{what} happened: {value!r}")
-
-
 def reload(site: Site, **changes: Any) -> None:
     """Edit the site's YAML and send SIGHUP, as `systemctl reload` does."""
     site.cfg.update(changes)

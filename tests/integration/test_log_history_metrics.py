@@ -8,9 +8,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +19,7 @@ from federationd.categories import CATEGORIES
 from federationd.schema import link_log
 from federationd.store import reading
 from tests.support.sites import Site, link
-from tests.support.waiting import GiveUp, wait_until
+from tests.support.waiting import never, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,22 +39,6 @@ def when(iso: str) -> float:
 
 def has_record(site: Site, category: str, record_id: str, origin: str) -> bool:
     return record_id in {r["id"] for r in site.records(category, origin=origin)}
-
-
-def never(predicate: Callable[[], Any], seconds: float, what: str) -> None:
-    """Assert that `predicate` stays false for `seconds` (polled; an error in the predicate fails at once)."""
-
-    def strict() -> Any:
-        try:
-            return predicate()
-        except Exception as exc:
-            raise GiveUp(f"while checking that {what} never happens: {exc!r}") from exc
-
-    try:
-        value = wait_until(strict, seconds, interval=0.25, what=what)
-    except TimeoutError:
-        return
-    raise AssertionError(f"{what} happened: {value!r}")
 
 
 def samples(site: Site) -> Samples:

@@ -7,6 +7,7 @@ as real processes; they read the database in-process only to check what the CLI 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,28 @@ def link(a: Site, b: Site, timeout: float = 60) -> str:
     wait_until(lambda: a.link_state(b.id) == "linked" and b.link_state(a.id) == "linked", timeout,
                what=f"{a.id} and {b.id} linked")
     return token
+
+
+_numbers = itertools.count(1)
+
+
+@contextlib.contextmanager
+def site_maker(tmp_path: Path, backend: str) -> Iterator[Callable[..., Site]]:
+    """`make(broker, name, start=True, **config)`: an initialised site with a unique id on `broker`; every site
+    made is stopped and its database dropped when the block ends."""
+    made: list[Site] = []
+
+    def make(broker: TestBroker, name: str, start: bool = True, **extra: Any) -> Site:
+        site_id = f"{name}-{next(_numbers)}"
+        site = Site(site_id, tmp_path / site_id, broker, backend, extra=dict(extra))
+        made.append(site)
+        site.cli("init")
+        if start:
+            site.start()
+        return site
+
+    try:
+        yield make
+    finally:
+        for site in made:
+            site.close()

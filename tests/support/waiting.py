@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["GiveUp", "holds_for", "wait_until"]
+__all__ = ["GiveUp", "holds_for", "never", "wait_until"]
 
 T = TypeVar("T")
 
@@ -71,3 +71,19 @@ def holds_for(predicate: Callable[[], object], seconds: float, what: str, interv
         if remaining <= 0:
             return
         time.sleep(min(interval, remaining))
+
+
+def never(predicate: Callable[[], object], seconds: float, what: str) -> None:
+    """Assert that `predicate` stays false for `seconds` (polled; an error in the predicate fails at once)."""
+
+    def strict() -> object:
+        try:
+            return predicate()
+        except Exception as exc:
+            raise GiveUp(f"while checking that {what} never happens: {exc!r}") from exc
+
+    try:
+        value = wait_until(strict, seconds, interval=0.25, what=what)
+    except TimeoutError:
+        return
+    raise AssertionError(f"{what} happened: {value!r}")
