@@ -175,12 +175,7 @@ class Site:
         if self.pg_name:
             copy_database(self.pg_name, f"{self.pg_name}_bak")
         else:
-            for suffix in ("", "-wal", "-shm"):
-                source = self.dir / f"site.db{suffix}"
-                target = self.dir / f"backup.db{suffix}"
-                target.unlink(missing_ok=True)
-                if source.exists():
-                    shutil.copy2(source, target)
+            self._sqlite_files("site.db", "backup.db", shutil.copy2)
 
     def restore(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "stop the daemon before a restore"
@@ -188,12 +183,15 @@ class Site:
             copy_database(f"{self.pg_name}_bak", self.pg_name)
             drop_database(f"{self.pg_name}_bak")
         else:
-            for suffix in ("", "-wal", "-shm"):
-                source = self.dir / f"backup.db{suffix}"
-                target = self.dir / f"site.db{suffix}"
-                target.unlink(missing_ok=True)
-                if source.exists():
-                    shutil.move(source, target)
+            self._sqlite_files("backup.db", "site.db", shutil.move)
+
+    def _sqlite_files(self, source: str, target: str, transfer: Callable[[Path, Path], object]) -> None:
+        """Copy or move a SQLite database with its WAL and shared-memory files (a WAL database is all three)."""
+        for suffix in ("", "-wal", "-shm"):
+            to = self.dir / f"{target}{suffix}"
+            to.unlink(missing_ok=True)
+            if (self.dir / f"{source}{suffix}").exists():
+                transfer(self.dir / f"{source}{suffix}", to)
 
     def close(self) -> None:
         self.stop()
