@@ -34,6 +34,12 @@ class CredentialsRefused(TransportError):
     """A broker refused the user name or password we presented (revoked, used or wrong)."""
 
 
+class CredentialsRevoked(TransportError):
+    """The broker closed our connection because the user we connected as was deleted meanwhile (after a publish
+    that may already have been taken: the one-time token user is deleted by the requester once it has read an
+    acceptance)."""
+
+
 class RejectedChange(FederationError):
     """A change or a message was refused; `reason` is machine-readable (it labels the rejection metric)."""
 
@@ -45,3 +51,12 @@ class RejectedChange(FederationError):
 
 class AccessDenied(FederationError):
     """An access check or a sign-in ticket was refused; the message says why."""
+
+
+class Fenced(FederationError):
+    """This daemon is not (or no longer) the site's active daemon: it must not send or consume."""
+
+
+class SendCancelled(FederationError):
+    """The operator cleared a send in flight (`federationd clear`): abandoned, what was not confirmed stays
+    pending; not the partner's failure."""

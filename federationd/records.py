@@ -22,7 +22,7 @@ class Record:
     data: dict[str, Any]
 
     def as_json(self) -> dict[str, Any]:
-        """The `records get --json` shape of SPEC 10."""
+        """The `records get --json` shape (docs/cli.md)."""
         return {"origin": self.origin, "category": self.category, "id": self.id, "version": self.version,
                 "deleted": self.deleted, "data": self.data}
 

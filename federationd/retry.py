@@ -59,3 +59,33 @@ def send_backoff_seconds(failures: int, cap_seconds: float | None = None) -> flo
     state.attempt_number = max(1, failures)
     delay = float(SEND_BACKOFF(state))
     return min(delay, cap_seconds) if cap_seconds is not None else delay
+
+
+# Backoff of the consumer after a failure of its own (our broker lost, our database down, any exception): short
+# at first so that a blip costs seconds, capped so that a long outage costs a wake-up every half minute.
+CONSUMER_BACKOFF = wait_random_exponential(multiplier=0.5, max=30)
+
+
+def consumer_backoff_seconds(failures: int) -> float:
+    """How long the consumer waits before its next attempt after `failures` consecutive failures (jittered)."""
+    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = max(1, failures)
+    return float(CONSUMER_BACKOFF(state))
+
+
+def database_wait(what: str, *, stop_when: Callable[[RetryCallState], bool],
+                  sleep: Callable[[float], Any]) -> Retrying:
+    """Wait until our own database answers again: retry the probe on any database error, 0.5 s doubling up to
+    30 s, until it answers or `stop_when` says to give up (shutdown)."""
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415 - base modules keep their imports light
+
+    return Retrying(retry=retry_if_exception_type((StoreError, SQLAlchemyError, OSError)), wait=CONSUMER_BACKOFF,
+                    stop=stop_when, before_sleep=_quiet_retry(what), reraise=True, sleep=sleep)
+
+
+def _quiet_retry(what: str) -> Callable[[RetryCallState], None]:
+    """Log retries at debug: the caller's Outage reports the outage itself (start, once a minute, end)."""
+    def before_sleep(state: RetryCallState) -> None:
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.debug("%s: attempt %d failed; retrying in %.1fs", what, state.attempt_number, wait)
+    return before_sleep

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from federationd import sealing
 from federationd.broker import topology
 from federationd.broker.connection import connect, transport_error
-from federationd.broker.endpoints import Endpoint
+from federationd.broker.endpoints import Endpoints
 from federationd.broker.provisioning import ManagementAPI
 from federationd.broker.publisher import Publisher
 from federationd.broker.tls import client_context
@@ -31,6 +32,8 @@ from federationd.store import make_engine
 class Runtime:
     config: Config
     clock: object = field(default=time.time)
+    # Asked before every publish to a partner: the daemon sets it to "do I still hold the active lock?" (fencing).
+    may_send: Callable[[], bool] | None = None
 
     @property
     def home(self) -> str:
@@ -41,15 +44,18 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.config.database.url)
+        engine = make_engine(self.config.database.url)
+        sealing.attach(engine, sealing.load_key(self.config.state_dir))
+        return engine
 
     @cached_property
     def tls(self) -> ssl.SSLContext:
         return client_context(self.config.tls)
 
     @cached_property
-    def own(self) -> Endpoint:
-        return Endpoint.parse(self.config.broker.url)
+    def own(self) -> Endpoints:
+        """Our own broker: one node, or the nodes of its cluster."""
+        return Endpoints.parse(self.config.broker.urls)
 
     @cached_property
     def management(self) -> ManagementAPI:
@@ -59,10 +65,22 @@ class Runtime:
     def public_key(self) -> str:
         return public_key_b64(signing_key(self.config.state_dir))
 
-    def publisher(self, endpoint: Endpoint, site: str) -> Publisher:
+    def publisher(self, endpoint: Endpoints, site: str) -> Publisher:
         transport = self.config.transport
         return Publisher(endpoint, self.tls, site=site, heartbeat=transport.heartbeat,
-                         timeout=transport.connect_timeout, name=f"federationd {self.home} -> {site}")
+                         timeout=transport.connect_timeout, name=f"federationd {self.home} -> {site}",
+                         allowed=self.may_send)
+
+    def consumer_connection(self) -> pika.BlockingConnection:
+        """A new connection to our own broker for the consumer (its connection factory)."""
+        transport = self.config.transport
+        return connect(self.own, self.tls, heartbeat=transport.heartbeat, timeout=transport.connect_timeout,
+                       name=f"federationd {self.home} consumer", site=f"{self.home} (our own broker)")
+
+    def probe_database(self) -> None:
+        """A cheap round trip to our database; raises SQLAlchemyError while it does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     @contextmanager
     def own_channel(self) -> Iterator[BlockingChannel]:
@@ -81,11 +99,11 @@ class Runtime:
 
     def declare_partner_queues(self, partner: str) -> None:
         with self.own_channel() as channel:
-            topology.declare_partner(channel, partner)
+            topology.declare_partner(channel, partner, self.config.broker.quorum_group_size)
 
     def declare_home(self) -> None:
         with self.own_channel() as channel:
-            topology.declare_home(channel)
+            topology.declare_home(channel, self.config.broker.quorum_group_size)
 
     def dispose(self) -> None:
         if "engine" in self.__dict__:

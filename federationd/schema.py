@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -41,6 +42,11 @@ site_state = Table(
     Column("created_at", Float, nullable=False),
     Column("paused", Boolean, nullable=False, server_default=false()),  # `federationd pause` (whole site)
     Column("rolled_at", Float),  # the last run of the rolling job that extends recurring schedules' windows
+    # What partners were last told of this site's company and site name (site_details.py), and the public
+    # endpoint `link change-url` set (a JSON list of amqps URLs; None: broker.public_url of the config).
+    Column("announced_company", String(255)),
+    Column("announced_name", String(255)),
+    Column("public_url", Text),
 )
 
 # Every record this site knows: its own (origin = home) and replicas of partners' records.
@@ -194,3 +200,111 @@ bulk_lock = Table(
     Column("holder", String(255), nullable=False),
     Column("acquired_at", Float, nullable=False),
 )
+
+# --- The order-proof receive path (docs/reliability.md, "Receiving") ---------------------------------------------
+
+# inbound_snapshots now tracks a snapshot whatever order its parts arrive in: `last_part` counts the distinct parts
+# applied, `counts` sums their records; the final part, whenever it comes, says how many parts there are and the
+# counts to expect. The sweep runs once all of them are in and the counts match.
+inbound_snapshots.append_column(Column("final_part", Integer))
+inbound_snapshots.append_column(Column("expected", Text))  # JSON {category: records} from the final part
+
+# The set of parts of a partner's current snapshot already applied (a redelivered part is not counted twice), with
+# each part's own record counts.
+inbound_snapshot_parts = Table(
+    "inbound_snapshot_parts",
+    metadata,
+    Column("origin", SITE, nullable=False),
+    Column("snapshot_id", String(64), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("counts", Text, nullable=False),  # JSON {category: records in this part}
+    Column("received_at", Float, nullable=False),
+    PrimaryKeyConstraint("origin", "snapshot_id", "part", name="pk_inbound_snapshot_parts"),
+)
+
+# Per partner: the newest snapshot finished (a late copy of its parts changes nothing) and the newest one swept.
+# What a swept snapshot of epoch E covered holds the partner's whole state as of E: a change stamped with an older
+# epoch for a record we do not hold is older than that state and is skipped, so a late message cannot resurrect a
+# record the partner deleted before E. The row is also the per-partner lock of the snapshot bookkeeping.
+inbound_sweeps = Table(
+    "inbound_sweeps",
+    metadata,
+    Column("origin", SITE, primary_key=True),
+    Column("finished_id", String(64)),
+    Column("finished_epoch", BigInteger),
+    Column("floor_epoch", BigInteger),
+    Column("floor_since", String(10)),  # the swept snapshot's schedule window start (ISO date), if bounded
+    Column("floor_categories", Text),  # JSON list
+    Column("finished_at", Float),
+)
+
+# Data (changes, snapshot parts) a partner sent before its link here was `linked` (its `start` still queued or
+# being retried): kept as received, applied in the transaction that links the link, dropped if the link stops.
+inbound_parked = Table(
+    "inbound_parked",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("origin", SITE, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("content_encoding", String(16)),
+    Column("body", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+Index("ix_inbound_parked_origin", inbound_parked.c.origin, inbound_parked.c.id)
+
+# Link-log rows suppressed past the per-partner daily bound (bounds.MAX_LOG_ROWS_PER_DAY), and the one summary row
+# that counts them.
+link_log_suppressed = Table(
+    "link_log_suppressed",
+    metadata,
+    Column("site", SITE, nullable=False),
+    Column("day", Integer, nullable=False),  # UTC days since 1970-01-01
+    Column("suppressed", Integer, nullable=False),
+    Column("row_id", BigInteger, nullable=False),  # the summary row in link_log
+    PrimaryKeyConstraint("site", "day", name="pk_link_log_suppressed"),
+)
+
+# Incremented by a database trigger (migration 0005_recv) on every `SET snapshot_due = true`, whoever writes it: a
+# sender clears snapshot_due after a snapshot only if this did not move meanwhile, so a relink requested during a
+# snapshot is not lost.
+links.append_column(Column("snapshot_requests", BigInteger, nullable=False, server_default="0"))
+
+# -- the trusted handshake (verification codes, incarnations, durable revocations) -------------------------------
+tokens.append_column(Column("digest", String(64)))  # SHA-256 of the token text: the acceptance must name it
+tokens.append_column(Column("for_site", SITE))  # `link request --for SITE`
+for _column in (
+    Column("code", String(32)),  # the acceptor's verification code (computed here from what it claimed)
+    Column("requested_by", String(255)),
+    Column("requested_at", Float),
+    Column("accepted_by", String(255)),
+    Column("accepted_at", Float),
+    Column("started_at", Float),
+    Column("stop_reason", Text),  # why the link is stopped (a refusal, an expiry, a release), for status
+    Column("relink_after", Float),  # a partner's relink request waits until then (rate limit, bulk lock)
+    Column("partner_relink_at", Float),  # when a partner's relink request last caused a snapshot
+):
+    links.append_column(_column)
+
+# Broker users to delete and queues to purge, written in the same transaction as the state change that makes
+# them due; deleted only once the management API confirmed (retried by housekeeping until then).
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # user | queue
+    Column("name", String(255), nullable=False),  # the broker user, or the partner whose inbound queue to purge
+    Column("incarnation", String(64)),  # queue: purged only while the link is still this stopped incarnation
+    Column("created_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+)
+
+# -- access settings synced both ways, and fetch requests (migration 0007) ---------------------------------------
+for _column in (
+    Column("accept_sent", Text),  # our accept policy for this partner's employees as last queued to it (JSON)
+    Column("partner_accept", Text),  # the partner's accept policy for our employees, as it told us (JSON)
+    Column("access_synced_at", Float),  # when the partner's broker last confirmed our visit/accept rules
+    Column("partner_fetch_at", Float),  # when a partner's `fetch` request last caused a send now
+):
+    links.append_column(_column)

@@ -1,7 +1,13 @@
-"""Broker endpoints: parsing amqps:// URLs, adding partner credentials, and showing them without secrets."""
+"""Broker endpoints: parsing amqps:// URLs, adding partner credentials, and showing them without secrets.
+
+An `Endpoint` is one node; `Endpoints` the nodes of one cluster (one node for a single broker), tried in turn.
+Stored (the links table) and on the wire, one node is its plain URL and several are a JSON list of URLs.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
@@ -34,6 +40,60 @@ class Endpoint:
 
     def __str__(self) -> str:
         return self.public_url
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The nodes of one broker cluster (same vhost, same user), in the order given."""
+
+    nodes: tuple[Endpoint, ...]
+
+    @classmethod
+    def parse(cls, value: str | Sequence[str]) -> Endpoints:
+        """A URL, a stored JSON list of URLs (`["amqps://...", ...]`), or a list of URLs."""
+        if isinstance(value, str):
+            urls: Sequence[str] = json.loads(value) if value.lstrip().startswith("[") else [value]
+        else:
+            urls = value
+        if not urls:
+            raise ValueError("no broker node given")
+        return cls(tuple(Endpoint.parse(url) for url in urls))
+
+    def with_credentials(self, user: str, password: str) -> Endpoints:
+        return Endpoints(tuple(node.with_credentials(user, password) for node in self.nodes))
+
+    @property
+    def user(self) -> str:
+        return self.nodes[0].user
+
+    @property
+    def password(self) -> str:
+        return self.nodes[0].password
+
+    @property
+    def vhost(self) -> str:
+        return self.nodes[0].vhost
+
+    def wire(self) -> str | list[str]:
+        """What a handshake or a change_url carries (and `link show` prints): one URL, or the list of them."""
+        urls = [node.public_url for node in self.nodes]
+        return urls[0] if len(urls) == 1 else urls
+
+    def stored(self) -> str:
+        """What the links table holds: one URL, or the JSON list of them."""
+        wire = self.wire()
+        return wire if isinstance(wire, str) else json.dumps(wire, separators=(",", ":"))
+
+    def __str__(self) -> str:
+        return ", ".join(node.public_url for node in self.nodes)
+
+
+def shown(stored: str) -> str | list[str]:
+    """A stored public endpoint as `link show --json` prints it: a string when one node, a list when several."""
+    try:
+        return Endpoints.parse(stored).wire() if stored else stored
+    except ValueError:
+        return stored
 
 
 def redact(url: str) -> str:

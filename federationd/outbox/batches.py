@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, tuple_
 
+from federationd.bounds import MAX_RECORD_BYTES
 from federationd.categories import schedule_in_window
 from federationd.schema import records
 from federationd.store import reading
@@ -31,7 +32,8 @@ class Batch:
     """Changes as wire JSON text (`wire.change_json`), ready to be joined into a message body."""
 
     changes: list[str] = field(default_factory=list)
-    versions: list[int] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # of the changes, and of records left out as oversized
+    oversized: list[str] = field(default_factory=list)  # category/id of records over the bytes-per-record bound
     counts: Counter[str] = field(default_factory=Counter)
     size: int = 0
 
@@ -47,11 +49,19 @@ class Batch:
         return not self.changes or (len(self.changes) < max_records and self.size + extra <= max_bytes)
 
     def add(self, row: Any, origin: str) -> None:
+        if _oversized(row):  # stored before capture bounded records: never sent (it could block the link)
+            self.versions.append(row.version)
+            self.oversized.append(f"{row.category}/{row.id}")
+            return
         text = change_json(row.category, row.id, origin, row.version, bool(row.deleted), row.data)
         self.changes.append(text)
         self.versions.append(row.version)
         self.counts[row.category] += 1
         self.size += len(text)
+
+
+def _oversized(row: Any) -> bool:
+    return len(row.data) * 4 > MAX_RECORD_BYTES and len(row.data.encode()) > MAX_RECORD_BYTES
 
 
 def _size(row: Any) -> int:
@@ -70,7 +80,7 @@ def next_batch(conn: Connection, origin: str, after_seq: int, max_records: int, 
         if not batch.fits(max_records, max_bytes, _size(row)):
             break
         batch.add(row, origin)
-    return batch if batch.changes else None
+    return batch if batch.versions else None
 
 
 def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: int,
@@ -94,5 +104,5 @@ def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: i
                 yield batch
                 batch = Batch()
             batch.add(row, origin)
-    if batch.changes:
+    if batch.changes or batch.oversized:
         yield batch

@@ -1,6 +1,6 @@
 """The one write path for home records: the change and its outbox row, in the caller's transaction.
 
-This is the host API of SPEC 9. The host application passes its own SQLAlchemy `Connection`, inside its own
+This is the host API (docs/host-api.md). The host application passes its own SQLAlchemy `Connection`, inside its own
 transaction; the record and the outbox row commit or roll back with the host's change. The CLI's `records put`,
 `records delete` and `import` call the same functions.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, text
 
-from federationd.categories import check_category, prepare
+from federationd.categories import check_category, check_size, prepare
 from federationd.errors import RejectedChange, StoreError
 from federationd.records import Record
 from federationd.schema import outbox, records
@@ -47,20 +47,23 @@ def put_many(conn: Connection, category: str, rows: Iterable[tuple[str, Mapping[
              now: float | None = None) -> list[Record]:
     """Create or change many home records of one category in the caller's transaction (the CSV import path).
 
-    Every row is checked before anything is written: one refused row refuses them all."""
+    Every row is checked before anything is written: one refused row refuses them all. A record whose data is
+    over the bytes-per-record bound (bounds.MAX_RECORD_BYTES) is refused with an error naming it and the bound."""
     check_category(category)
     moment = time.time() if now is None else now
     today = _today(moment)
-    prepared: list[tuple[str, bool, dict[str, Any], str | None]] = []
+    prepared: list[tuple[str, bool, dict[str, Any], str | None, str]] = []
     for record_id, data in rows:
         _check_id(record_id)
         try:
             sent = prepare(category, data, today)
+            data_json = dumps(sent)
+            check_size(record_id, data_json)
         except RejectedChange as exc:
             raise RejectedChange(exc.reason, f"{category} {record_id!r}: {exc}", record_id=record_id) from None
         # A recurring schedule keeps the host's data (its rule) at home, for the rolling job (outbox/rolling.py).
         source = dumps(dict(data)) if category == "schedule" and data.get("recurrence") else None
-        prepared.append((record_id, False, sent, source))
+        prepared.append((record_id, False, sent, source, data_json))
     if not prepared:
         return []
     return _write(conn, category, prepared, moment)
@@ -75,17 +78,17 @@ def delete(conn: Connection, category: str, record_id: str, *, now: float | None
         records.c.origin == site_id, records.c.category == category, records.c.id == record_id)).first()
     if existing is None or existing.deleted:
         raise RejectedChange("not_found", f"no {category} {record_id!r} at this site")
-    return _write(conn, category, [(record_id, True, {}, None)], moment)[0]
+    return _write(conn, category, [(record_id, True, {}, None, "{}")], moment)[0]
 
 
-def _write(conn: Connection, category: str, rows: list[tuple[str, bool, dict[str, Any], str | None]],
+def _write(conn: Connection, category: str, rows: list[tuple[str, bool, dict[str, Any], str | None, str]],
            moment: float) -> list[Record]:
     first, site_id, epoch = _allocate(conn, len(rows))
     result = [Record(site_id, category, rid, epoch, first + i, deleted, data)
-              for i, (rid, deleted, data, _source) in enumerate(rows)]
+              for i, (rid, deleted, data, _source, _json) in enumerate(rows)]
     upsert(conn, records, [
         {"origin": r.origin, "category": category, "id": r.id, "epoch": r.epoch, "version": r.version,
-         "deleted": r.deleted, "data": dumps(r.data), "updated_at": moment, "source": row[3]}
+         "deleted": r.deleted, "data": row[4], "updated_at": moment, "source": row[3]}
         for r, row in zip(result, rows, strict=True)
     ], keys=("origin", "category", "id"))
     conn.execute(insert(outbox), [

@@ -1,4 +1,4 @@
-"""The rolling job (SPEC 2): every 7 days, recurring schedules get their occurrences window moved forward.
+"""The rolling job: every 7 days, recurring schedules get their occurrences window moved forward.
 
 Each home schedule that has a rule is recomputed from the host's data (kept in `records.source`) through the
 ordinary write path; only those whose occurrences changed get a new version and are sent.

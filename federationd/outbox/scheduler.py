@@ -1,4 +1,4 @@
-"""When a link's pending changes go out (SPEC 4): pure decisions over plain figures and an injected `now`.
+"""When a link's pending changes go out (docs/design.md): pure decisions over plain figures and an injected `now`.
 
 Sending starts `quiet_period` after the last change; `max_delay` after the first pending one caps how long
 constant churn can postpone it. `send-now` and a due snapshot skip the quiet period. After failures the next
