@@ -12,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
-from federationd.schema import control_outbox
+from federationd.schema import control_outbox, links
+
+ACCESS_CONTROLS = frozenset({"visit_policy", "accept_policy"})  # our access settings: confirmed on delivery
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,10 @@ class Control:
 
 
 def queue(conn: Connection, site: str, kind: str, now: float, **fields: Any) -> None:
+    """Queue a control for `site`, stamped with the link's incarnation (the token it grew from): the partner
+    drops a control of an earlier incarnation left in its queue."""
+    if "incarnation" not in fields:
+        fields["incarnation"] = conn.execute(select(links.c.token_id).where(links.c.site == site)).scalar()
     conn.execute(insert(control_outbox).values(site=site, kind=kind, body=json.dumps(fields), created_at=now))
 
 

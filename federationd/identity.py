@@ -1,12 +1,18 @@
 """This installation's identity and signing key, kept in `state_dir` (not in the database).
 
 `init` writes the installation id into both; a daemon that finds a database carrying another installation's id
-(a production copy on a test server) starts with the whole site paused (SPEC 3.1).
+(a production copy on a test server) starts with the whole site paused. Several daemons of one site (an
+active/standby pair) each hold a copy of the same `state_dir`: the same installation.
+
+On PostgreSQL `state_dir` also remembers which database the site runs on (the server's system identifier and the
+database's name, recorded by the first daemon start and by `adopt`): a copy of both the database and `state_dir`
+(a cloned server, a restore on a test server) runs on another server or under another name, and is guarded too.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import uuid
@@ -14,6 +20,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from federationd.errors import ConfigError
 
@@ -44,6 +52,51 @@ def installation_id(state_dir: Path, create: bool = False) -> str | None:
 
 def write_installation_id(state_dir: Path, value: str) -> None:
     _write_private(_state_dir(state_dir, True) / IDENTITY_FILE, json.dumps({"installation_id": value}).encode())
+
+
+def database_fingerprint(engine: Engine) -> str | None:
+    """What tells this PostgreSQL database from a copy of it: the server's system identifier (a streaming standby
+    promoted by Patroni or a managed service keeps it) and the database's name. None on SQLite, or where the
+    server does not say."""
+    if engine.dialect.name != "postgresql":
+        return None
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT system_identifier, current_database() FROM pg_control_system()")).one()
+    except SQLAlchemyError:
+        return None
+    return f"{row[0]}/{row[1]}"
+
+
+def recorded_database(state_dir: Path) -> str | None:
+    path = state_dir / IDENTITY_FILE
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text()).get("database")
+    return str(value) if value else None
+
+
+def record_database(state_dir: Path, fingerprint: str) -> None:
+    """Remember in `state_dir` the database this installation runs on (next to its installation id)."""
+    path = _state_dir(state_dir, True) / IDENTITY_FILE
+    document = json.loads(path.read_text()) if path.exists() else {}
+    _write_private(path, json.dumps({**document, "database": fingerprint}).encode())
+
+
+def copied_database(state_dir: Path, engine: Engine, record: bool = False) -> bool:
+    """Whether the database is not the one this `state_dir` recorded (a copy of both on another server or under
+    another name). With `record` (the daemon's start), records the database when none is recorded yet (the first
+    start after `init` or an upgrade)."""
+    live = database_fingerprint(engine)
+    if live is None:
+        return False
+    recorded = recorded_database(state_dir)
+    if recorded is None:
+        if record:
+            with contextlib.suppress(OSError):  # a state_dir the daemon may not write: nothing recorded
+                record_database(state_dir, live)
+        return False
+    return recorded != live
 
 
 def signing_key(state_dir: Path, create: bool = False) -> Ed25519PrivateKey:

@@ -1,14 +1,15 @@
-"""Links as stored: their states (SPEC 3.1), reading them, and the guarded state changes."""
+"""Links as stored: their states (docs/protocol.md), reading them, and the guarded state changes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
+from federationd import sealing
 from federationd.errors import LinkError
-from federationd.schema import links
+from federationd.schema import links, records
 
 REQUESTED = "requested"
 AWAITING_START = "awaiting_start"
@@ -51,6 +52,19 @@ class Link:
     received_seq: int
     created_at: float
     state_changed_at: float
+    code: str | None = None  # the acceptor's verification code
+    requested_by: str | None = None
+    requested_at: float | None = None
+    accepted_by: str | None = None
+    accepted_at: float | None = None
+    started_at: float | None = None
+    stop_reason: str | None = None
+    relink_after: float | None = None
+    partner_relink_at: float | None = None
+    accept_sent: str | None = None  # our accept policy for the partner's employees, as last queued to it (JSON)
+    partner_accept: str | None = None  # the partner's accept policy for our employees, as it told us (JSON)
+    access_synced_at: float | None = None  # when the partner's broker last confirmed our visit/accept rules
+    partner_fetch_at: float | None = None  # when a partner's `fetch` last caused a send now
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Link:
@@ -64,7 +78,7 @@ class Link:
 
 def get(conn: Connection, site: str) -> Link | None:
     row = conn.execute(select(links).where(links.c.site == site)).mappings().first()
-    return Link.from_row(row) if row is not None else None
+    return _opened(conn, Link.from_row(row)) if row is not None else None
 
 
 def require(conn: Connection, site: str, *states: str) -> Link:
@@ -78,7 +92,11 @@ def require(conn: Connection, site: str, *states: str) -> Link:
 
 
 def all_links(conn: Connection) -> list[Link]:
-    return [Link.from_row(row) for row in conn.execute(select(links).order_by(links.c.site)).mappings()]
+    return [_opened(conn, Link.from_row(row)) for row in conn.execute(select(links).order_by(links.c.site)).mappings()]
+
+
+def _opened(conn: Connection, link: Link) -> Link:  # partner credentials are sealed at rest (sealing.py)
+    return replace(link, remote_password=sealing.open_sealed(conn, link.remote_password, link.site))
 
 
 def create(conn: Connection, now: float, **values: Any) -> None:
@@ -91,7 +109,11 @@ def create(conn: Connection, now: float, **values: Any) -> None:
              "visit_sent": None, "partner_visit": None, "watermark_epoch": 0, "watermark_seq": 0,
              "last_error": None, "received_epoch": 0, "received_seq": 0, "remote_user": None,
              "remote_password": None, "local_user": None, "partner_key": None, "token_id": None,
+             "code": None, "requested_by": None, "requested_at": None, "accepted_by": None, "accepted_at": None,
+             "started_at": None, "stop_reason": None, "relink_after": None, "partner_relink_at": None,
+             "accept_sent": None, "partner_accept": None, "access_synced_at": None, "partner_fetch_at": None,
              "state_changed_at": now, **values}
+    fresh["remote_password"] = sealing.seal(conn, fresh["remote_password"])
     if existing is None:
         conn.execute(insert(links).values(created_at=now, last_send_at=None, last_receive_at=None, **fresh))
     else:
@@ -101,7 +123,16 @@ def create(conn: Connection, now: float, **values: Any) -> None:
 def change(conn: Connection, site: str, now: float | None = None, **values: Any) -> None:
     if now is not None and "state" in values:
         values["state_changed_at"] = now
+    if "remote_password" in values:
+        values["remote_password"] = sealing.seal(conn, values["remote_password"])
     conn.execute(update(links).where(links.c.site == site).values(**values))
+
+
+def reset_stamps(conn: Connection, site: str) -> None:
+    """Forget the partner's version stamps (a release): the next incarnation's data wins over anything held,
+    a poisoned future epoch included."""
+    conn.execute(update(records).where(records.c.origin == site).values(epoch=0, version=0))
+    conn.execute(update(links).where(links.c.site == site).values(received_epoch=0, received_seq=0))
 
 
 def went_back(own_epoch: int, own_seq: int, held_epoch: int, held_seq: int) -> bool:

@@ -1,4 +1,4 @@
-"""`access check`, `access ticket` and `access redeem` (SPEC 7): the policy decisions of `access.py` applied to
+"""`access check`, `access ticket` and `access redeem`: the policy decisions of `access.py` applied to
 what this site's database knows (the partner's employees and departments, its visit rules, its key)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from federationd import links, tickets
+from federationd import arrival, links, tickets
 from federationd.access import Decision, Employee, may_visit, refused, resolve
 from federationd.config import VisitPolicy
 from federationd.errors import AccessDenied, LinkError
@@ -70,9 +70,15 @@ def ticket(rt: Runtime, site: str, employee_id: str) -> str:
 def redeem(rt: Runtime, text: str, ip: str | None = None) -> dict[str, Any]:
     """At the partner: verify the ticket, burn it, then answer like `check` plus who it is."""
     now = rt.now()
+    issuer = tickets.peek(text)[0].iss
     with reading(rt.engine) as conn:
-        keys = {link.site: load_public_key(link.partner_key) for link in links.all_links(conn)
-                if link.state == links.LINKED and link.partner_key}
+        link = links.get(conn, issuer)
+    keys = {}
+    if link is not None and link.state == links.LINKED and link.partner_key:
+        try:  # only the issuer's key is loaded: one partner's bad key never breaks sign-in for the others
+            keys[issuer] = load_public_key(arrival.signing_key(link.partner_key))
+        except ValueError:
+            raise AccessDenied(f"the signing key held for {issuer!r} is unusable: relink with it") from None
     verified = tickets.verify(text, keys, rt.home, now)
     try:
         with rt.engine.begin() as conn:

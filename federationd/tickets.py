@@ -1,4 +1,4 @@
-"""Sign-in tickets (SPEC 7): the home site vouches for one of its employees to one partner, for 60 seconds.
+"""Sign-in tickets (docs/cli.md, access): the home site vouches for one of its employees to one partner, for 60 seconds.
 
 `fedticket1.<payload>.<signature>`, both base64url; the payload is JSON {iss, aud, sub, iat, exp, jti}; the
 signature is Ed25519 by the issuing site's key, whose public half the partner received at the handshake.
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from federationd import arrival
 from federationd.errors import AccessDenied
 
 PREFIX = "fedticket1."
@@ -57,12 +58,16 @@ def peek(text: str) -> tuple[Ticket, bytes, bytes]:
         payload, signature = _unb64(payload_b64), _unb64(signature_b64)
         raw = json.loads(payload)
         ticket = Ticket(**{name: raw[name] for name in Ticket.__dataclass_fields__})
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         raise AccessDenied("the sign-in ticket is damaged") from None
     text_fields = (ticket.iss, ticket.aud, ticket.sub, ticket.jti)
-    if not all(isinstance(v, str) for v in text_fields) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (ticket.iat, ticket.exp)):
+    if not all(isinstance(v, str) and 0 < len(v) <= 255 for v in text_fields):
         raise AccessDenied("the sign-in ticket is damaged")
+    try:  # NaN, infinities and 1e20 would make a ticket valid forever, or break the arithmetic
+        arrival.moment(ticket.iat, "ticket issue time")
+        arrival.moment(ticket.exp, "ticket expiry")
+    except ValueError as exc:
+        raise AccessDenied(f"the sign-in ticket is damaged: {exc}") from None
     return ticket, payload, signature
 
 
