@@ -36,15 +36,20 @@ class LinkStatus:
     snapshot_due: bool
     send_now: bool
     control_due: float | None = None  # control messages waiting (release, relink, watermark, ...): sent then
+    paused_by: str | None = None  # guard | yaml | cli: what pauses it (the first that applies), or None
+    snapshot_waits_until: float | None = None  # a due snapshot waits for schedule.snapshot_windows until then
+    limit_warnings: tuple[str, ...] = ()  # the limits past which this link's figures or the site's are
 
     def as_json(self) -> dict[str, Any]:
-        """The `status --json` row of SPEC 10 (plus `sending`, `categories` and `note`: the last error, or why
-        the link needs attention)."""
+        """The `status --json` row (docs/cli.md) (plus `sending`, `categories` and `note`: the last error, or why
+        the link needs attention; `snapshot_waits_until`; `limit_warnings`)."""
         return {"site": self.site, "state": self.state, "paused": self.paused,
                 "last_send_at": iso(self.last_send_at), "next_send_at": iso(self.next_send_at),
                 "pending_records": self.pending_records, "lag_seconds": round(self.lag_seconds, 3),
                 "last_receive_at": iso(self.last_receive_at), "sending": self.sending,
-                "categories": self.categories, "note": self.last_error}
+                "categories": self.categories, "note": self.last_error, "paused_by": self.paused_by,
+                "snapshot_waits_until": iso(self.snapshot_waits_until),
+                "limit_warnings": list(self.limit_warnings)}
 
     @property
     def up(self) -> bool:
@@ -63,6 +68,21 @@ def is_paused(config: Config, link: links.Link, site_paused: bool = False) -> bo
     return site_paused or config.paused or config.link(link.site).paused or link.paused
 
 
+GUARD, YAML, CLI = "guard", "yaml", "cli"
+
+
+def paused_by(config: Config, link: links.Link, site_paused: bool = False, guard: bool = False) -> str | None:
+    """What pauses a link: the copied-database guard, the YAML (site-wide or per link), or `federationd pause`
+    (`site_paused`: the database's site-wide flag); None when it is not paused."""
+    if guard:
+        return GUARD
+    if config.paused or config.link(link.site).paused:
+        return YAML
+    if site_paused or link.paused:
+        return CLI
+    return None
+
+
 def _pending(conn: Connection, home: str, sent_seq: int) -> tuple[Pending, int, list[str]]:
     rows, first_at, last_at, last_seq = conn.execute(select(
         func.count(), func.min(outbox.c.created_at), func.max(outbox.c.created_at), func.max(outbox.c.seq),
@@ -79,6 +99,13 @@ def controls_waiting(conn: Connection) -> dict[str, int]:
     return {site: int(count) for site, count in rows}
 
 
+def _synced(link: links.Link) -> str | None:
+    """The note of a link with nothing wrong: when the partner's broker last confirmed our access settings."""
+    if link.access_synced_at is None:
+        return None
+    return f"access settings sync confirmed at {iso(link.access_synced_at)}"
+
+
 def figures(conn: Connection, config: Config, now: float, guard_paused: bool = False) -> list[LinkStatus]:
     """Every link's figures; `guard_paused` when the daemon found another installation's database."""
     site = load_site_state(conn)
@@ -92,15 +119,19 @@ def figures(conn: Connection, config: Config, now: float, guard_paused: bool = F
         if linked and link.sent_seq not in cache:
             cache[link.sent_seq] = _pending(conn, site.site_id, link.sent_seq)
         pending, count, categories = cache.get(link.sent_seq, (Pending(), 0, [])) if linked else (Pending(), 0, [])
-        due = None
+        due, waits = None, None
         if linked:
             due = due_at(pending, schedule, send_now=link.send_now, snapshot_due=link.snapshot_due,
                          retry_at=link.retry_at, deferred_until=link.deferred_until, hold_seq=link.hold_seq)
+            if due is not None and link.snapshot_due and not link.send_now:
+                waits = _window_wait(config, max(due, now))
+                due = waits or due
         # Waiting control messages go at once (a released link still delivers its release), but they do not
         # pull the data along: the quiet period holds for the data whatever the partner sends us.
         control_due = max(now, link.retry_at or 0.0) if controls.get(link.site, 0) else None
         result.append(LinkStatus(
             site=link.site, state=link.state, paused=is_paused(config, link, site_paused),
+            paused_by=paused_by(config, link, site.paused, guard_paused),
             sending=link.sending_since is not None,
             last_send_at=link.last_send_at, next_send_at=max(due, now) if due is not None else None,
             categories=categories, pending_records=count,
@@ -109,6 +140,14 @@ def figures(conn: Connection, config: Config, now: float, guard_paused: bool = F
             last_error=links.regression_note(link.site, link.watermark_epoch, link.watermark_seq, site.epoch,
                                              site.next_seq)
             if links.went_back(site.epoch, site.next_seq, link.watermark_epoch, link.watermark_seq)
-            else link.last_error,
-            snapshot_due=link.snapshot_due, send_now=link.send_now, control_due=control_due))
+            else (link.stop_reason if link.state == links.STOPPED else link.last_error or _synced(link)),
+            snapshot_due=link.snapshot_due, send_now=link.send_now, control_due=control_due,
+            snapshot_waits_until=waits))
     return result
+
+
+def _window_wait(config: Config, due: float) -> float | None:
+    """When a snapshot due at `due` may start, if a snapshot window makes it wait (an operator's `send-now` or
+    `relink --now` set `send_now` and never wait)."""
+    allowed = config.schedule.snapshot_allowed_at(due)
+    return allowed if allowed > due else None

@@ -1,4 +1,4 @@
-"""`federationd [-c FILE] VERB ...`: parse, call one function, print text or `--json` (SPEC 10).
+"""`federationd [-c FILE] VERB ...`: parse, call one function, print text or `--json` (docs/cli.md).
 
 The verbs live in modules by concern; importing them registers them on `main`.
 """

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from federationd.cli.base import State, emit, guarded, main, pass_state
+from federationd.cli.base import State, emit, guarded, json_option, main, pass_state
 from federationd.errors import RejectedChange
 from federationd.store import reading
 
@@ -42,7 +42,7 @@ def _moment(text: str | None, option: str, through: bool = False) -> float | Non
 @click.option("--until", help="ISO 8601 time, or a duration back from now.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=10_000, show_default=True)
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_state
 @guarded
 def log_(state: State, site: str | None, direction: str | None, category: str | None, since: str | None,
@@ -73,7 +73,7 @@ def log_(state: State, site: str | None, direction: str | None, category: str | 
 
 @main.command()
 @click.argument("site")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_state
 @guarded
 def history(state: State, site: str, as_json: bool) -> None:
@@ -98,13 +98,25 @@ def history(state: State, site: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--full", is_flag=True, help="On a terminal: every column, full times, nothing cut.")
+@json_option
 @pass_state
 @guarded
-def status(state: State, as_json: bool) -> None:
-    """One row per link: state, paused, last and next send, pending records, lag, last receive."""
+def status(state: State, full: bool, as_json: bool) -> None:
+    """One row per link: state, paused, last and next send, pending records, lag, last receive.
+
+    On a terminal the table fits its width; piped, it prints tab-separated lines with a header line.
+
+    \b
+    Examples:
+      federationd status
+      federationd status | awk -F'\\t' '$3 == "yes"'    # paused links
+      federationd status --json | jq '.[].lag_seconds'
+    """
+    from federationd.cli.health import active_daemon  # noqa: PLC0415
     from federationd.status_view import print_status, status_rows  # noqa: PLC0415
 
     rt = state.runtime()
     rows = status_rows(rt)
-    emit(as_json, [row.as_json() for row in rows], lambda: print_status(rt, rows))
+    holder = active_daemon(rt) if as_json else None  # each row says which daemon of this site is active
+    emit(as_json, [{**row.as_json(), "active_daemon": holder} for row in rows], lambda: print_status(rt, rows, full))

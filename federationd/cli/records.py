@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from federationd.cli.base import State, emit, fail, guarded, main, pass_state
+from federationd.cli.base import State, emit, fail, guarded, json_option, main, pass_state
 from federationd.errors import RejectedChange
 from federationd.outbox import capture
 from federationd.records import get_record, list_records
@@ -33,7 +33,7 @@ def _parse_data(text: str) -> dict[str, Any]:
 @click.argument("category")
 @click.argument("record_id", metavar="ID")
 @click.option("--data", "data_text", required=True, help="The record's fields, as a JSON object.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_state
 @guarded
 def records_put(state: State, category: str, record_id: str, data_text: str, as_json: bool) -> None:
@@ -47,7 +47,7 @@ def records_put(state: State, category: str, record_id: str, data_text: str, as_
 @records.command("delete")
 @click.argument("category")
 @click.argument("record_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_state
 @guarded
 def records_delete(state: State, category: str, record_id: str, as_json: bool) -> None:
@@ -62,7 +62,7 @@ def records_delete(state: State, category: str, record_id: str, as_json: bool) -
 @click.argument("category")
 @click.argument("record_id", metavar="ID")
 @click.option("--origin", help="A partner's site id (default: this site).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_state
 @guarded
 def records_get(state: State, category: str, record_id: str, origin: str | None, as_json: bool) -> None:
@@ -79,7 +79,7 @@ def records_get(state: State, category: str, record_id: str, origin: str | None,
 @click.argument("category")
 @click.option("--origin", help="A partner's site id (default: this site).")
 @click.option("--include-deleted", is_flag=True, help="Also list tombstones.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @pass_state
 @guarded
 def records_list(state: State, category: str, origin: str | None, include_deleted: bool, as_json: bool) -> None:
