@@ -1,4 +1,4 @@
-"""Visit and accept (SPEC 7): who of a partner's employees may sign in here, and with what — pure decisions.
+"""Visit and accept (docs/cli.md): who of a partner's employees may sign in here, and with what — pure decisions.
 
 Visit rules are the origin's (which of its employees may visit us); accept rules are ours (what they get).
 Accept priority, lowest first: site-wide < position < department (upper) < department (lower) <
@@ -138,3 +138,35 @@ def resolve(employee: Employee, policy: AcceptPolicy, parents: Mapping[str, str 
 
 def refused(reason: str) -> Decision:
     return Decision(False, NONE_ROLE, [], [], reason)
+
+
+LEVELS = {5: "employee", 4: "department+position", 3: "department", 1: "position"}
+
+
+def _level(rule: AcceptRule) -> int:
+    if rule.employee is not None:
+        return 5
+    if rule.department is None:
+        return 1
+    return 4 if rule.position is not None else 3
+
+
+def _grant_json(grant: AcceptGrant) -> dict[str, Any]:
+    return {"role": grant.role, "products": list(grant.products) if grant.products is not None else None,
+            "restrictions": list(grant.restrictions),
+            "networks": [{"cidr": n.cidr, "role": n.role} for n in grant.networks]}
+
+
+def table(policy: AcceptPolicy, parents: Mapping[str, str | None]) -> dict[str, Any]:
+    """The effective accept table, `{default, rules}`: each rule with its level and what it matches, highest
+    priority first (employee, department + position, department (the lower before the upper: `parents` is the
+    partner's department tree), position); rules of equal rank stay in the order written, the first winning."""
+    def rank(item: tuple[int, AcceptRule]) -> tuple[int, int, int]:
+        index, rule = item
+        depth = len(ancestry(rule.department, parents)) if rule.department else 0
+        return (-_level(rule), -depth, index)
+
+    ordered = [rule for _, rule in sorted(enumerate(policy.rules), key=rank)]
+    return {"default": _grant_json(policy.default),
+            "rules": [{"level": LEVELS[_level(rule)], "match": _describe(rule), **_grant_json(rule)}
+                      for rule in ordered]}
