@@ -289,3 +289,19 @@ def test_scratch_postgres_database() -> None:
         lingering.close()
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as admin:
         assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
+
+
+def test_site_metric_tells_absent_from_zero() -> None:
+    """A missing or mislabelled sample is an error, not 0 (so `== 0` checks cannot pass on a metric that is not
+    there); a test that expects absence says so with `default=`."""
+    from tests.support.sites import Site
+
+    site = Site.__new__(Site)  # no broker, no database: only the metrics text
+    site.id = "alpha-1"
+    site.metrics = lambda: '# HELP federationd_link_up x\nfederationd_link_up{site="beta-2"} 0.0\n'  # type: ignore[method-assign]
+    assert site.metric("federationd_link_up", site="beta-2") == 0.0
+    assert site.metric("federationd_link_up", site="gamma-3", default=None) is None
+    with pytest.raises(LookupError, match=r'no sample federationd_link_up\{site="gamma-3"\}'):
+        site.metric("federationd_link_up", site="gamma-3")
+    with pytest.raises(LookupError):
+        site.metric("federationd_link_up")  # the labels must match exactly

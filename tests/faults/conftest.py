@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.common import FIGURES, boot_broker
+from tests.faults import tally
+from tests.faults.common import boot_broker
 from tests.support.broker import TestBroker
 from tests.support.pki import PKI
 from tests.support.sites import Site, site_maker
@@ -35,8 +36,29 @@ def site_on(tmp_path: Path, backend: str) -> Iterator[Callable[..., Site]]:
         yield make
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("fault suite figures")
-        for name, value in sorted(FIGURES.items()):
-            terminalreporter.write_line(f"{name}: {value}")
+_CALL_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _tally(request: pytest.FixtureRequest) -> Iterator[None]:
+    """This test's share of the tally: what it did, checked against what tests/faults/tally.py declares for it,
+    and handed to the report (tests/conftest.py sums the reports of every xdist worker)."""
+    before = tally.FIGURES.copy()
+    yield
+    did = {kind: n for kind, n in (tally.FIGURES - before).items() if n}
+    name = tally.scenario(request.node.nodeid)
+    declared = tally.DECLARED.get(name, {})
+    passed = request.node.stash.get(_CALL_PASSED, False)
+    request.node.user_properties.append(("fault-tally", {
+        "scenario": name, "did": did, "declared": tally.encode(declared), "passed": passed}))
+    if passed and (problems := tally.mismatches(declared, did)):
+        pytest.fail(f"{name} did not do what tests/faults/tally.py declares for it: {'; '.join(problems)}",
+                    pytrace=False)

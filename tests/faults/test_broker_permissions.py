@@ -102,7 +102,7 @@ def test_partner_credential_can_only_publish_its_own_routing_key_until_released(
     try:
         channel = confirming_channel(connection)
         publish(channel, b.id, raw(wire.changes_body(b.id, epoch_of(b), [])), user_id=user)
-        a.cli("link", "release", b.id)
+        a.cli("link", "release", b.id, "--yes")
         closed = wait_closed(connection, 30, "the broker closing the released partner's live connection")
         assert isinstance(closed, pika.exceptions.ConnectionClosedByBroker), repr(closed)
         assert closed.reply_code == 320, closed  # CONNECTION_FORCED

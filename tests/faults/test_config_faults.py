@@ -94,7 +94,7 @@ def _refusal_problem(tmp_path: Path, key: str, value: Any, named: str) -> str | 
     result = _check(tmp_path, config)
     FIGURES[BAD_INPUTS] += 1
     lines = result.stderr.strip().splitlines()
-    if result.returncode != 3:
+    if result.returncode != 78:
         return f"exit {result.returncode}: {result.stderr[-500:]}"
     if len(lines) != 1 or named not in lines[0] or "federationd.yaml" not in lines[0]:
         return f"not one line naming {named!r} and the file: {lines}"

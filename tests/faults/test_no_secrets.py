@@ -13,8 +13,8 @@ from sqlalchemy import update
 
 from federationd.schema import links as link_rows
 from federationd.tokens import decode
-from tests.faults.common import FAULTS, FIGURES, converge, credential_of, leaks, link
-from tests.support.sites import Site
+from tests.faults.common import FIGURES, UNREACHABLE, accept, converge, credential_of, leaks, link
+from tests.support.sites import Site, coded
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,6 +33,12 @@ class Transcript:
             assert result.returncode == code, (args, result.returncode, result.stderr)
         return result
 
+    def accept(self, site: Site, token: str, code: int) -> None:
+        """`link accept`, with the code `link inspect` shows when the handshake has codes (see common.accept)."""
+        result = accept(site, token)
+        self.outputs.append(f"$ {site.id} link accept ...\n{result.stdout}\n{result.stderr}")
+        assert result.returncode == code, (result.returncode, result.stderr)
+
 
 def test_no_secret_in_logs_status_log_metrics_or_errors(make_site, broker):
     a, b = make_site("alpha", transport={"retry_max": "2s"}), make_site("beta")
@@ -47,20 +53,21 @@ def test_no_secret_in_logs_status_log_metrics_or_errors(make_site, broker):
     assert converge(a, b, 60, ("company", "employee")).clean
 
     # a refused token (already used), a token pointing at a closed port, a damaged one
-    cli.run(c, "link", "accept", token, code=1)
+    cli.accept(c, token, code=1)
     fresh = decode(cli.run(a, "link", "request").stdout.strip().splitlines()[-1])
     tokens.append(fresh.encode())
     cli.run(c, "link", "inspect", fresh.encode())
     cli.run(c, "link", "inspect", "--json", fresh.encode())
     dead_end = type(fresh)(**{**fresh.__dict__, "public_url": "amqps://localhost:9/nowhere"}).encode()
-    cli.run(c, "link", "accept", dead_end, code=4)
-    cli.run(c, "link", "accept", fresh.encode()[:-5], code=1)
+    cli.accept(c, dead_end, code=69)
+    FIGURES[UNREACHABLE] += 1
+    cli.run(c, "link", "accept", *coded(fresh.encode()[:-5]), code=1)
 
     # a partner whose broker stops answering: sends fail and are retried
     with a.engine() as engine, engine.begin() as conn:
         conn.execute(update(link_rows).where(link_rows.c.site == b.id)
                      .values(public_url="amqps://localhost:9/nowhere"))
-    FIGURES[FAULTS] += 1
+    FIGURES[UNREACHABLE] += 1  # the link's endpoint edited in A's database to a closed port
     cli.run(a, "records", "put", "employee", "e9", "--data", '{"name": "E9"}')
     wait_until(lambda: "cannot reach" in (a.link_row(b.id).get("note") or ""), 30, what="A's failed send")
     cli.run(a, "status")
@@ -73,8 +80,8 @@ def test_no_secret_in_logs_status_log_metrics_or_errors(make_site, broker):
     # a config mistake next to the password
     a.cfg["schedule"]["quiet_period"] = "soon"
     a.write_config()
-    cli.run(a, "status", code=3)
-    cli.run(a, "check-config", code=3)
+    cli.run(a, "status", code=78)
+    cli.run(a, "check-config", code=78)
     a.cfg["schedule"]["quiet_period"] = "1s"
     a.write_config()
 

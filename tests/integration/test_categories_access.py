@@ -14,7 +14,7 @@ from federationd import tickets
 from federationd.identity import signing_key
 from federationd.schema import bulk_lock
 from tests.support.sites import link
-from tests.support.waiting import holds_for, wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,8 +93,14 @@ def test_bulk_lock_holds_a_due_send_back(pair):
     a, b = pair
     with a.engine() as engine, engine.begin() as conn:
         conn.execute(insert(bulk_lock).values(name="bulk", holder="a test", acquired_at=time.time()))
+    deferrals = a.log_text().count(f"send to {b.id} waits: a bulk job holds the lock")
     a.put("employee", "e-9", {"name": "Waits for the lock"})
-    holds_for(lambda: "e-9" not in _ids(b, "employee", a.id), 4, "the send waiting while the lock is held")
+    # the send fell due and was deferred because of the lock (the daemon says so), and twice in a row: it was
+    # retried after busy_retry and deferred again while the lock stays
+    wait_until(lambda: a.log_text().count(f"send to {b.id} waits: a bulk job holds the lock") >= deferrals + 2,
+               60, what="A deferring its due send twice for the bulk lock")
+    assert "e-9" not in _ids(b, "employee", a.id)
+    assert a.link_row(b.id)["pending_records"] == 1
     with a.engine() as engine, engine.begin() as conn:
         conn.execute(delete(bulk_lock))
     wait_until(lambda: "e-9" in _ids(b, "employee", a.id), 30, what="the send after the lock is released")

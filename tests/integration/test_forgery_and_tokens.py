@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 
 import pika
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import MetaData, select
 from federationd import links, wire
 from federationd.store import reading
 from federationd.tokens import decode
-from tests.support.sites import link
+from tests.support.sites import coded, link, start_code
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ def test_forged_messages_are_rejected_and_honest_ones_behind_them_apply(make_sit
     wait_until(lambda: b.records("employee", origin=a.id), 60, what="A's employee at B")
     user, password = _credential_of(b, a.id)
     assert user == f"fed.{a.id}.{b.id}"
-    epoch = 2**40  # far in the future: if a forgery were applied, it would win
+    epoch = int(time.time()) + 3600  # ahead of every epoch A holds (within the allowed skew): a forgery would win
 
     connection, channel = _partner_channel(broker, a.id, user, password)
     try:
@@ -94,15 +95,16 @@ def test_link_token_is_single_use_and_inspect_has_no_side_effect(make_site, brok
     queues_before = {q["name"] for q in broker.api("GET", f"/api/queues/{c.id}")}
     dump_before = _dump(c)
     shown = c.json("link", "inspect", token)
-    assert set(shown) == {"site", "company", "name", "public_url", "requested_at", "requested_by", "expires_at"}
+    assert set(shown) == {"site", "company", "name", "public_url", "requested_at", "requested_by", "expires_at",
+                          "code"}
     assert shown["site"] == a.id and "password" not in json.dumps(shown)
     assert _dump(c) == dump_before
     assert {u["name"] for u in broker.api("GET", "/api/users")} == users_before
     assert {q["name"] for q in broker.api("GET", f"/api/queues/{c.id}")} == queues_before
 
-    b.cli("link", "accept", token)
+    b.cli("link", "accept", *coded(token))
     wait_until(lambda: a.link_state(b.id) == "awaiting_start", 60, what="A sees B's acceptance")
-    reused = c.cli("link", "accept", token, check=False)
+    reused = c.cli("link", "accept", *coded(token), check=False)
     assert reused.returncode != 0
     assert "already used" in reused.stderr and len(reused.stderr.strip().splitlines()) == 1
     assert c.link_state(a.id) is None and _dump(c) == dump_before
@@ -111,11 +113,11 @@ def test_link_token_is_single_use_and_inspect_has_no_side_effect(make_site, brok
     # an expired token is refused at the acceptor, before anything is sent or stored
     fresh = decode(a.cli("link", "request").stdout.strip().splitlines()[-1])
     expired = type(fresh)(**{**fresh.__dict__, "expires_at": fresh.requested_at - 1}).encode()
-    refused = c.cli("link", "accept", expired, check=False)
+    refused = c.cli("link", "accept", *coded(expired), check=False)
     assert refused.returncode == 1 and "expired" in refused.stderr
     assert _dump(c) == dump_before
 
-    a.cli("link", "start", b.id)
+    a.cli("link", "start", b.id, *start_code(a, b.id))
     wait_until(lambda: b.link_state(a.id) == "linked", 60, what="B linked")
     token_user = f"fed.{a.id}.token.{decode(token).token_id}"
     assert token_user not in {u["name"] for u in broker.api("GET", "/api/users")}
@@ -123,13 +125,13 @@ def test_link_token_is_single_use_and_inspect_has_no_side_effect(make_site, brok
 
 def test_unknown_partner_and_unreachable_broker_fail_with_one_line(make_site):
     a = make_site("alpha", start=False)
-    result = a.cli("link", "start", "nobody", check=False)
+    result = a.cli("link", "start", "nobody", "--code", "000-000-000-000-000", check=False)
     assert result.returncode == 1 and "unknown partner 'nobody'" in result.stderr
     token = decode(make_site("beta", start=False).cli("link", "request").stdout.strip().splitlines()[-1])
     dead_end = type(token)(**{**token.__dict__, "public_url": "amqps://localhost:9/nowhere"}).encode()
     dump_before = _dump(a)
-    result = a.cli("link", "accept", dead_end, check=False)
-    assert result.returncode == 4, result.stderr
+    result = a.cli("link", "accept", *coded(dead_end), check=False)
+    assert result.returncode == 69, result.stderr
     assert token.site in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert _dump(a) == dump_before
 
@@ -137,17 +139,17 @@ def test_unknown_partner_and_unreachable_broker_fail_with_one_line(make_site):
 def test_config_errors_name_the_key_and_never_the_password(make_site):
     a = make_site("alpha", start=False)
     a.cfg["schedule"]["quiet_period"] = "fifteen"
-    a.cfg["broker"]["url"] = a.cfg["broker"]["url"]  # keeps the real password in the file
     a.write_config()
+    assert a.password in a.config_path.read_text()  # the real password is in the file the error comes from
     result = a.cli("status", check=False)
-    assert result.returncode == 3
+    assert result.returncode == 78
     assert "schedule.quiet_period" in result.stderr and str(a.config_path) in result.stderr
     assert a.password not in result.stderr
     a.cfg["schedule"]["quiet_period"] = "1s"
     a.cfg["surprise"] = True
     a.write_config()
     result = a.cli("status", check=False)
-    assert result.returncode == 3 and "unknown key 'surprise'" in result.stderr
+    assert result.returncode == 78 and "unknown key 'surprise'" in result.stderr
 
 
 def _dump(site):

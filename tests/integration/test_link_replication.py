@@ -63,9 +63,23 @@ def test_link_and_replicate_both_ways(make_site, broker):
 
 
 def test_change_burst_sends_newest_version_once(make_site):
-    a, b = make_site("alpha"), make_site("beta")
-    link(a, b)
+    """Five changes of one record pending together travel once, as the newest: A counts one position sent, B
+    counts one received, and B holds the fifth version."""
+    a = make_site("alpha", schedule={"quiet_period": "1h", "max_delay": "2h", "busy_retry": "2s"})
+    b = make_site("beta")
+    link(a, b)  # the initial snapshot goes at once, whatever the quiet period
+    wait_until(lambda: a.link_row(b.id)["pending_records"] == 0 and b.records("company", origin=a.id), 60,
+               what="the initial snapshot delivered")
+    sent_before = a.metric("federationd_sent_records_total", site=b.id, category="position", default=0.0)
+    received_before = b.metric("federationd_received_records_total", site=a.id, category="position", default=0.0)
     for n in range(5):
         a.put("position", "p1", {"name": f"Rank {n}", "rank": n})
+    newest = a.json("records", "get", "position", "p1")["version"]
+    assert a.link_row(b.id)["pending_records"] == 1  # one record pending, not five changes
+    a.cli("send-now", b.id)
     wait_until(lambda: b.json("records", "get", "position", "p1", "--origin", a.id)["data"]["rank"] == 4, 60,
                what="the newest position at B")
+    assert b.json("records", "get", "position", "p1", "--origin", a.id)["version"] == newest
+    wait_until(lambda: a.link_row(b.id)["pending_records"] == 0, 30, what="A's send marked done")
+    assert a.metric("federationd_sent_records_total", site=b.id, category="position") - sent_before == 1
+    assert b.metric("federationd_received_records_total", site=a.id, category="position") - received_before == 1

@@ -91,7 +91,7 @@ def _changes_wait_for_the_quiet_period_until_send_now(a: Site, b: Site) -> float
 
     assert b.id in a.cli("send-now", b.id).stdout
     wait_until(lambda: has_record(b, "department", "d0", a.id), 30, what="A's changes at B after send-now")
-    row = wait_until(lambda: (r := a.link_row(b.id))["pending_records"] == 0 and r, 10, what="nothing pending")
+    row = wait_until(lambda: (r := a.link_row(b.id))["pending_records"] == 0 and r, 60, what="nothing pending")
     assert row["lag_seconds"] == 0 and row["next_send_at"] is None and when(row["last_send_at"]) >= put_at - 1
     assert {r["id"] for r in b.records("employee", origin=a.id)} == {"e0", "e1"}
     return put_at
@@ -112,7 +112,7 @@ def _every_pinned_metric_by_partner(a: Site, b: Site, put_at: float) -> None:
         assert not missing, f"missing: {missing}"
         return got
 
-    got = wait_until(all_there, 10, what="every pinned metric at A")
+    got = wait_until(all_there, 30, what="every pinned metric at A")
     assert got[("federationd_outbox_pending_records", partner)] == 0
     assert got[("federationd_outbox_lag_seconds", partner)] == 0
     assert got[("federationd_next_send_timestamp_seconds", partner)] == 0
@@ -207,7 +207,7 @@ def _log_cap(a: Site, b: Site, rows: list[dict[str, str | None]]) -> None:
     assert len(shown) == 10_000 and shown[:len(rows)] == rows
     assert f"newest 10000 of {total} matching rows" in capped.stderr
     too_many = a.cli("log", "--limit", "10001", check=False)
-    assert too_many.returncode == 2 and "10001" in too_many.stderr
+    assert too_many.returncode == 64 and "10001" in too_many.stderr
 
 
 # -- purge ---------------------------------------------------------------------------------------------------------
@@ -222,9 +222,9 @@ def test_log_is_purged_past_retention(make_site):
             newest = conn.execute(select(func.max(link_log.c.at))).scalar_one()
         return bool(newest < time.time() - 1)
 
-    wait_until(aged, 10, what="every row older than the 1 s retention")
+    wait_until(aged, 30, what="every row older than the 1 s retention")
     a.start()
-    wait_until(lambda: log_rows(a) == 0, 10, what="the rows purged at start")
+    wait_until(lambda: log_rows(a) == 0, 60, what="the rows purged at start")
     assert "purged 5 link log row(s)" in a.log_text()
 
     # only what is older than the retention goes
@@ -236,7 +236,7 @@ def test_log_is_purged_past_retention(make_site):
         linklog.write(conn, time.time() - 400 * 86400, "ghost", "receive", "last year")
         linklog.write(conn, time.time() - 60, "ghost", "send", "a minute old")
     a.start()
-    wait_until(lambda: log_rows(a) == 1, 10, what="the two old rows purged")
+    wait_until(lambda: log_rows(a) == 1, 60, what="the two old rows purged")
     assert [row["message"] for row in a.json("log")] == ["a minute old"]
 
 
@@ -270,8 +270,11 @@ def test_quiet_period_holds_while_the_partner_sends(make_site):
     a.put("employee", "quiet", {"name": "Waits an hour"})
     b.put("department", "b-sales", {"name": "Sales", "parent": None, "order": 1})
     wait_until(lambda: has_record(a, "department", "b-sales", b.id), 30, what="B's department at A")
+    # the path ran: A's daemon scheduled the change (about an hour from now) and is running while we watch
+    row = a.link_row(b.id)
+    assert row["pending_records"] == 1 and when(row["next_send_at"]) > time.time() + 3000, row
     never(lambda: has_record(b, "employee", "quiet", a.id), 4, "A's change at B inside A's one-hour quiet period")
-    assert a.link_row(b.id)["pending_records"] == 1
+    assert a.link_row(b.id)["pending_records"] == 1 and a.proc.poll() is None
 
 
 def test_next_send_after_send_now_is_now(make_site):

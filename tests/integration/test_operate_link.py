@@ -11,7 +11,7 @@ from federationd import links
 from federationd.schema import links as link_rows
 from federationd.store import reading
 from tests.support.sites import link
-from tests.support.waiting import holds_for, wait_until
+from tests.support.waiting import never, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,12 @@ def _copy(site, category, origin):
     return {r["id"]: (r["deleted"], r["data"]) for r in site.records(category, origin=origin, include_deleted=True)}
 
 
+def _due(site, partner):
+    """The link's next send is due (scheduled at or before now)."""
+    due = site.link_row(partner)["next_send_at"]
+    return due is not None and datetime.fromisoformat(due.replace("Z", "+00:00")) <= datetime.now(UTC)
+
+
 def _live(site, category, origin):
     return {r["id"]: r["data"] for r in site.records(category, origin=origin)}
 
@@ -39,7 +45,7 @@ def test_pause_and_resume_per_link_and_site_wide_lose_nothing(make_site, broker)
     link(a, b)
 
     b.cli("pause", a.id)  # B stops consuming A's queue; A still sends
-    wait_until(lambda: b.link_row(a.id)["paused"], 10, what="B shows the link paused")
+    wait_until(lambda: b.link_row(a.id)["paused"], 30, what="B shows the link paused")
     for i in range(3):
         a.put("employee", f"e{i}", {"name": f"E{i}"})
     wait_until(lambda: _queued(broker, b.id, a.id) >= 1, 30, what="A's batch waiting in B's broker")
@@ -48,13 +54,17 @@ def test_pause_and_resume_per_link_and_site_wide_lose_nothing(make_site, broker)
     wait_until(lambda: _ids(b, "employee", a.id) == {"e0", "e1", "e2"}, 30, what="the batch applied after resume")
 
     a.cli("pause")  # the whole site: neither sends nor consumes
-    wait_until(lambda: a.metric("federationd_paused") == 1, 10, what="A paused site-wide")
+    wait_until(lambda: a.metric("federationd_paused") == 1, 30, what="A paused site-wide")
     a.put("employee", "late", {"name": "Late"})
     b.put("department", "d1", {"name": "Dept"})
-    holds_for(lambda: "late" not in _ids(b, "employee", a.id) and not _ids(a, "department", b.id), 4,
-              "nothing crossing while A is paused")
+    # both paths ran: A's send fell due (its 1 s quiet period passed) and B's batch waits in A's broker, unconsumed
+    wait_until(lambda: _due(a, b.id), 30, what="A's send of 'late' due")
+    wait_until(lambda: _queued(broker, a.id, b.id) >= 1, 30, what="B's batch waiting in A's broker")
+    never(lambda: "late" in _ids(b, "employee", a.id) or _ids(a, "department", b.id), 4,
+          "something crossing while A is paused")
     row = a.link_row(b.id)
     assert row["paused"] is True and row["pending_records"] == 1
+    assert _queued(broker, a.id, b.id) >= 1
     a.cli("resume")
     wait_until(lambda: "late" in _ids(b, "employee", a.id) and _ids(a, "department", b.id) == {"d1"}, 30,
                what="both directions flowing after resume")
@@ -64,6 +74,7 @@ def test_clear_keeps_pending_changes_for_the_next_send(make_site):
     a = make_site("alpha", schedule={"quiet_period": "1h", "max_delay": "2h", "busy_retry": "2s"})
     b = make_site("beta")
     link(a, b)  # the initial snapshot goes at once, whatever the quiet period
+    wait_until(lambda: a.link_row(b.id)["pending_records"] == 0, 30, what="A's initial snapshot marked sent")
     a.put("employee", "e1", {"name": "One"})
     row = a.link_row(b.id)
     due = datetime.fromisoformat(row["next_send_at"].replace("Z", "+00:00"))
@@ -127,8 +138,9 @@ def test_relink_converges_after_a_restore_from_an_older_backup(make_site):
 
 
 def test_release_stops_both_sides_revokes_and_allows_a_new_link(make_site, broker):
-    a, b = make_site("alpha"), make_site("beta")
+    a, b, c = make_site("alpha"), make_site("beta"), make_site("gamma")
     link(a, b)
+    link(a, c)  # a witness: proves A's send loop ran after the release
     today = datetime.now(UTC).date().isoformat()
     a.put("employee", "e1", {"name": "E1"})
     a.put("department", "sales", {"name": "Sales"})
@@ -138,7 +150,7 @@ def test_release_stops_both_sides_revokes_and_allows_a_new_link(make_site, broke
     wait_until(lambda: _ids(b, "schedule", a.id) == {"s1"} and _ids(b, "employee", a.id) == {"e1"}
                and _ids(a, "employee", b.id) == {"b1"}, 60, what="data both ways")
 
-    a.cli("link", "release", b.id)
+    a.cli("link", "release", b.id, "--yes")
     wait_until(lambda: a.link_state(b.id) == "stopped" and b.link_state(a.id) == "stopped", 60,
                what="both sides stopped")
     wait_until(lambda: _ids(b, "employee", a.id) == set(), 30, what="A's employees deleted at B")
@@ -152,8 +164,16 @@ def test_release_stops_both_sides_revokes_and_allows_a_new_link(make_site, broke
 
     refused = a.cli("send-now", b.id, check=False)
     assert refused.returncode == 1 and b.id in refused.stderr and "stopped" in refused.stderr
+    def tried_b():  # what A did towards B: records confirmed, failed attempts, log lines naming B's sends
+        return (a.metric("federationd_sent_records_total", site=b.id, category="employee", default=0.0),
+                a.metric("federationd_send_errors_total", site=b.id, default=0.0),
+                a.log_text().count(f"send to {b.id}"))
+    before = tried_b()
     a.put("employee", "e2", {"name": "After the release"})
-    holds_for(lambda: _ids(b, "employee", a.id) == set(), 3, "nothing sent to a released partner")
+    wait_until(lambda: "e2" in _ids(c, "employee", a.id), 60, what="e2 sent to A's other partner")
+    # A's send loop ran with e2 pending (C got it) and did not even try B: no record, no failed attempt
+    assert tried_b() == before
+    assert "e2" not in {r["id"] for r in b.records("employee", origin=a.id, include_deleted=True)}
 
     link(a, b)  # a released link can be requested again
     wait_until(lambda: _ids(b, "employee", a.id) == {"e1", "e2"}, 60, what="A's employees back at B")
@@ -176,7 +196,7 @@ def test_change_url_is_used_by_partners(make_site, broker):
 
 
 @pytest.mark.parametrize("verb", [["send-now", "nobody"], ["pause", "nobody"], ["resume", "nobody"],
-                                  ["relink", "nobody"], ["link", "release", "nobody"], ["clear", "nobody"]])
+                                  ["relink", "nobody"], ["link", "release", "nobody", "--yes"], ["clear", "nobody"]])
 def test_verbs_for_an_unknown_partner_fail_with_one_line(make_site, verb):
     a = make_site("alpha", start=False)
     result = a.cli(*verb, check=False)

@@ -22,6 +22,7 @@ distribution) and through the management HTTP API as its own administrator,
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -49,6 +50,7 @@ __all__ = [
     "ManagementAPIError",
     "SiteCreds",
     "TestBroker",
+    "TestCluster",
     "ensure_broker_binary",
 ]
 
@@ -359,7 +361,8 @@ log.file = false
         re-add the handler, so nothing is lost while the node runs.
         """
         expr = "gen_event:delete_handler(rabbit_event, rabbit_mgmt_db_handler, [])."
-        self.ctl("eval", expr, check=False, timeout=30)
+        with contextlib.suppress(BrokerError):  # a loaded machine: only the speed-up is lost, the stop still works
+            self.ctl("eval", expr, check=False, timeout=60)
 
     def __enter__(self) -> TestBroker:
         return self.start()
@@ -380,6 +383,17 @@ log.file = false
     def set_memory_watermark(self, value: float) -> None:
         """Set ``vm_memory_high_watermark`` (fraction of RAM); 0 raises a memory alarm at once."""
         self.ctl("set_vm_memory_high_watermark", repr(float(value)))
+
+    def set_disk_free_limit(self, limit: str) -> None:
+        """Set ``disk_free_limit`` (e.g. ``"100000GB"`` raises a disk alarm at the next check; ``"50MB"`` is the
+        default)."""
+        self.ctl("set_disk_free_limit", limit)
+
+    def alarms(self) -> set[str]:
+        """The node's resource alarms now raised: ``{"memory", "disk"}`` or a part of it."""
+        nodes = self.api("GET", "/api/nodes")
+        names = {"mem_alarm": "memory", "disk_free_alarm": "disk"}
+        return {name for node in nodes for key, name in names.items() if node.get(key)}
 
     def _wait_ready(self, timeout: float, what: str) -> None:
         def ready() -> bool:
@@ -515,6 +529,20 @@ log.file = false
         self.sites[site_id] = creds
         return creds
 
+    def add_least_privilege_users(self, site_id: str) -> tuple[SiteCreds, SiteCreds]:
+        """For a site made by ``add_site``: a tagless daemon user ``fed-<site>`` with configure, write and read
+        on ``federation`` names of its vhost only, and a provisioning user ``mgmt-<site>`` (``administrator``
+        tag, no vhost permissions) for the management API. Returns (daemon user, provisioning user)."""
+        q = urllib.parse.quote
+        own = SiteCreds(user=f"fed-{site_id}", password=secrets.token_urlsafe(18), vhost=site_id)
+        admin = SiteCreds(user=f"mgmt-{site_id}", password=secrets.token_urlsafe(18), vhost=site_id)
+        names = r"^federation(\..*)?$"
+        self.api("PUT", f"/api/users/{q(own.user, safe='')}", {"password": own.password, "tags": ""})
+        self.api("PUT", f"/api/permissions/{q(site_id, safe='')}/{q(own.user, safe='')}",
+                 {"configure": names, "write": names, "read": names})
+        self.api("PUT", f"/api/users/{q(admin.user, safe='')}", {"password": admin.password, "tags": "administrator"})
+        return own, admin
+
     def url(self, site_id: str, creds: SiteCreds) -> str:
         """``amqps://user:password@localhost:PORT/vhost`` for a site's own broker account."""
         q = urllib.parse.quote
@@ -528,3 +556,126 @@ log.file = false
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<TestBroker {self.node} amqps={self.amqps_port} mgmt={self.management_port} leaf={self.leaf} {state}>"
+
+
+class TestCluster:
+    """A private RabbitMQ cluster of ``size`` :class:`TestBroker` nodes under ``root``.
+
+    The nodes share one Erlang cookie and one harness administrator, each
+    serves the private CA's "server" leaf (valid for ``localhost``) on its own
+    AMQPS and HTTPS ports, and nodes 2.. ``rabbitmqctl join_cluster`` node 1.
+    Nodes boot in parallel.  A site made on the cluster (``add_site``) gets
+    a vhost and user that every node knows; ``url`` and ``public_url`` list
+    every node.  It quacks like a :class:`TestBroker` where
+    :class:`tests.support.sites.Site` needs one.
+    """
+
+    __test__ = False
+
+    def __init__(self, root: Path, pki: PKI, size: int = 3) -> None:
+        if size < 2:
+            raise ValueError("a cluster has at least 2 nodes")
+        root = root.resolve()
+        cookie = secrets.token_hex(16).upper()
+        for index in range(size):
+            node_root = root / f"node{index + 1}"
+            node_root.mkdir(parents=True, exist_ok=True)
+            (node_root / ".erlang.cookie").write_text(cookie)
+            (node_root / ".erlang.cookie").chmod(0o400)
+        self.nodes = [TestBroker(root / f"node{index + 1}", pki) for index in range(size)]
+        first = self.nodes[0]
+        for node in self.nodes[1:]:  # after the join, every node knows node 1's users only
+            node.root_password = first.root_password
+            node._write_files()
+        self.pki = pki
+        self.root_user, self.root_password = first.root_user, first.root_password
+        self.sites: dict[str, SiteCreds] = {}
+
+    def start(self, timeout: float = START_TIMEOUT) -> TestCluster:
+        """Boot every node (in parallel), then join nodes 2.. to node 1; returns once all run as one cluster."""
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+                for future in [pool.submit(node.start, timeout) for node in self.nodes]:
+                    future.result()
+            for node in self.nodes[1:]:
+                node.stop_app()
+                node.ctl("join_cluster", self.nodes[0].node)
+                node.start_app(timeout)
+            self.wait_running(self.nodes, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node (in parallel); idempotent."""
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(lambda node: node.stop(), self.nodes))
+
+    def __enter__(self) -> TestCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- state
+
+    def running_nodes(self) -> set[str]:
+        """Erlang names of the nodes the cluster reports running (asked of a running node)."""
+        for node in self.nodes:
+            if node.running:
+                status = json.loads(node.ctl("cluster_status", "--formatter", "json"))
+                return set(status.get("running_nodes", []))
+        return set()
+
+    def wait_running(self, nodes: list[TestBroker], timeout: float = START_TIMEOUT) -> None:
+        """Wait until the cluster reports exactly ``nodes`` running (e.g. all of them after a restart)."""
+        wanted = {node.node for node in nodes}
+        wait_until(lambda: self.running_nodes() == wanted, timeout, interval=0.5,
+                   what=f"cluster running nodes to be {sorted(wanted)}")
+
+    def by_name(self, erlang_name: str) -> TestBroker:
+        return next(node for node in self.nodes if node.node == erlang_name)
+
+    def queue_leader(self, vhost: str, queue: str) -> TestBroker:
+        """The node that leads quorum queue ``queue`` (the management API's ``leader``)."""
+        q = urllib.parse.quote
+        info = self.api("GET", f"/api/queues/{q(vhost, safe='')}/{q(queue, safe='')}")
+        return self.by_name(str(info["leader"]))
+
+    def queue_members(self, vhost: str, queue: str) -> list[str]:
+        q = urllib.parse.quote
+        info = self.api("GET", f"/api/queues/{q(vhost, safe='')}/{q(queue, safe='')}")
+        return sorted(info.get("members", []))
+
+    # ------------------------------------------------- the TestBroker surface
+
+    def api(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """The management API of the first running node."""
+        node = next((n for n in self.nodes if n.running), None)
+        if node is None:
+            raise BrokerError("no node of the cluster is running")
+        return node.api(method, path, body, **kwargs)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.nodes[0].ca_file
+
+    @property
+    def management_url(self) -> str:
+        return self.nodes[0].management_url
+
+    def add_site(self, site_id: str) -> SiteCreds:
+        creds = self.nodes[next(i for i, n in enumerate(self.nodes) if n.running)].add_site(site_id)
+        self.sites[site_id] = creds
+        return creds
+
+    def url(self, site_id: str, creds: SiteCreds) -> list[str]:
+        """Every node's ``amqps://user:password@localhost:PORT/vhost``."""
+        return [node.url(site_id, creds) for node in self.nodes]
+
+    def public_url(self, site_id: str) -> list[str]:
+        return [node.public_url(site_id) for node in self.nodes]
+
+    def __repr__(self) -> str:
+        return f"<TestCluster {[repr(node) for node in self.nodes]}>"

@@ -13,7 +13,8 @@ import re
 import psycopg
 from psycopg import sql
 
-__all__ = ["ADMIN_DSN", "HOST", "PORT", "USER", "copy_database", "create_database", "drop_database", "pg_reachable"]
+__all__ = ["ADMIN_DSN", "HOST", "PORT", "USER", "applied", "audit_applies", "block_role", "copy_database",
+           "create_database", "create_role", "drop_database", "drop_role", "pg_reachable", "url_as"]
 
 HOST = "127.0.0.1"
 PORT = 5432
@@ -90,3 +91,79 @@ def copy_database(source: str, target: str) -> None:
         )
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(_check_name(target)),
                                                                        sql.Identifier(source)))
+
+
+def allow_connections(name: str, allowed: bool) -> None:
+    """Make database `name` refuse (or accept again) every new connection, superusers' too, and close the ones it
+    has: the database "goes away" for its clients while the server stays up."""
+    _check_name(name)
+    with _admin() as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.SQL("true" if allowed else "false")))
+        if not allowed:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                "AND pid <> pg_backend_pid()", (name,))
+
+
+# -- a role per daemon, so that a test can cut one daemon off the database and not another ----------------------
+def create_role(name: str) -> None:
+    """A login role that may read and write every table (`pg_read_all_data`, `pg_write_all_data`), as a daemon
+    needs; dropped first if a crashed run left it."""
+    _check_name(name)
+    drop_role(name)
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("GRANT pg_read_all_data, pg_write_all_data TO {}").format(sql.Identifier(name)))
+
+
+def drop_role(name: str) -> None:
+    _check_name(name)
+    with _admin() as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def block_role(name: str, blocked: bool = True) -> int:
+    """Cut role `name` off the server (NOLOGIN, and its sessions terminated), or let it log in again; returns how
+    many sessions were terminated."""
+    _check_name(name)
+    with _admin() as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(name),
+                                                        sql.SQL("NOLOGIN" if blocked else "LOGIN")))
+        if not blocked:
+            return 0
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                            (name,)).fetchall()
+    return len(rows)
+
+
+def url_as(url: str, role: str) -> str:
+    """`url` (this module's form, postgresql+psycopg://USER@HOST:PORT/DB) connecting as `role`."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{_check_name(role)}@{rest.partition('@')[2]}"
+
+
+# -- every apply, as the database saw it --------------------------------------------------------------------------
+def audit_applies(database: str) -> None:
+    """Log every row written to `records` in database `database` (insert or update, in commit order within a
+    session) to a table `applied_log`: what was applied, once per apply, for checking order and duplicates."""
+    _check_name(database)
+    with psycopg.connect(f"postgresql://{USER}@{HOST}:{PORT}/{database}", autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS applied_log (n bigserial PRIMARY KEY, origin text, category text, "
+                     "id text, epoch bigint, version bigint, deleted boolean)")
+        conn.execute("CREATE OR REPLACE FUNCTION log_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "INSERT INTO applied_log (origin, category, id, epoch, version, deleted) VALUES "
+                     "(NEW.origin, NEW.category, NEW.id, NEW.epoch, NEW.version, NEW.deleted); RETURN NULL; END $$")
+        conn.execute("DROP TRIGGER IF EXISTS log_apply ON records")
+        conn.execute("CREATE TRIGGER log_apply AFTER INSERT OR UPDATE ON records FOR EACH ROW "
+                     "EXECUTE FUNCTION log_apply()")
+
+
+def applied(database: str, origin: str) -> list[tuple[str, str, int, int]]:
+    """The applies `audit_applies` logged for `origin`'s records: (category, id, epoch, version), in order."""
+    _check_name(database)
+    with psycopg.connect(f"postgresql://{USER}@{HOST}:{PORT}/{database}") as conn:
+        rows = conn.execute("SELECT category, id, epoch, version FROM applied_log WHERE origin = %s ORDER BY n",
+                            (origin,)).fetchall()
+    return [(str(c), str(i), int(e), int(v)) for c, i, e, v in rows]

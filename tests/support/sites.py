@@ -2,6 +2,12 @@
 
 Integration tests drive federationd the way an operator does: `federationd -c FILE VERB` and `federationd run`
 as real processes; they read the database in-process only to check what the CLI cannot show.
+
+The verbs tests poll (`status`, `records list`, `log`, ...) and `records put` run the same click command inside
+the test process (click's runner: the same code, arguments, output and exit code, without a new interpreter that
+imports everything again). A poll every 100 ms used to start a Python process each time, and those processes,
+not the daemons under test, took most of the machine. Every other verb, and any call with `process=True`, runs
+the installed `federationd` executable as a process.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from click.testing import CliRunner
 from sqlalchemy import Engine
 
+from federationd.cli import main as federationd_main
 from federationd.config import load_config
 from federationd.runtime import Runtime
 
@@ -30,7 +39,20 @@ from .broker import TestBroker
 from .pg import copy_database, create_database, drop_database
 from .waiting import GiveUp, wait_until
 
+ABSENT = object()  # Site.metric(): no default given, absence is an error
 FEDERATIOND = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "federationd"
+
+
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:
@@ -82,16 +104,25 @@ class Site:
         self.config_path.chmod(0o600)
 
     # -- the CLI ---------------------------------------------------------------------------------------------
-    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(FEDERATIOND), "-c", str(self.config_path), *args], capture_output=True,
-                                text=True, timeout=timeout, check=False)
+    def cli(self, *args: str, check: bool = True, timeout: float = 60,
+            process: bool = False) -> subprocess.CompletedProcess[str]:
+        command = [str(FEDERATIOND), "-c", str(self.config_path), *args]
+        if not process and _in_process(args):
+            result = _run_in_process(command)
+        else:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode:
             raise AssertionError(f"[{self.id}] federationd {' '.join(args)} -> {result.returncode}\n"
                                  f"{result.stdout}\n{result.stderr}")
         return result
 
     def json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
+        result = self.cli(*args, "--json")
+        try:
+            return json.loads(result.stdout)
+        except json.JSONDecodeError as exc:
+            raise AssertionError(f"[{self.id}] federationd {' '.join(args)} --json printed no JSON ({exc}):\n"
+                                 f"stdout: {result.stdout!r}\nstderr: {result.stderr!r}") from None
 
     def put(self, category: str, record_id: str, data: dict[str, Any]) -> None:
         self.cli("records", "put", category, record_id, "--data", json.dumps(data))
@@ -117,6 +148,10 @@ class Site:
         return self.dir / "daemon.log"
 
     def start(self) -> Site:
+        if not _bindable(self.metrics_port):  # taken meanwhile by another worker's site: restart on a free one
+            self.metrics_port = _free_port()
+            self.cfg["metrics"] = {**self.cfg.get("metrics", {}), "listen": f"127.0.0.1:{self.metrics_port}"}
+            self.write_config()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([str(FEDERATIOND), "-c", str(self.config_path), "run"], stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -133,8 +168,11 @@ class Site:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             return str(reply.read().decode())
 
-    def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample (0 if absent)."""
+    def metric(self, name: str, default: object = ABSENT, **labels: str) -> Any:
+        """The value of the one sample `name{labels}` (labels matched exactly, all of them).
+
+        A sample that is not exposed raises LookupError naming it (a mislabelled or missing metric must not read
+        as 0); a test that expects it may be absent says so with `default=` (e.g. `default=None`)."""
         wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
         for line in self.metrics().splitlines():
             if line.startswith("#"):
@@ -144,7 +182,9 @@ class Site:
             got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
             if metric_name == name and got == wanted:
                 return float(value)
-        return 0.0
+        if default is ABSENT:
+            raise LookupError(f"{self.id}: no sample {name}{{{wanted}}} in the metrics")
+        return default
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -199,15 +239,57 @@ class Site:
             drop_database(self.pg_name)
 
 
+def coded(token: str) -> tuple[str, str, str]:
+    """`TOKEN --code CODE` with the code of the token as received: for tests that edit a token on purpose to
+    reach what lies behind the code check (an operator reading the code off `link inspect`)."""
+    from federationd.codes import token_code
+    from federationd.errors import LinkError
+
+    try:
+        return token, "--code", token_code(token)
+    except LinkError:
+        return token, "--code", "000-000-000-000-000"
+
+
+def start_code(a: Site, partner: str) -> tuple[str, str]:
+    """`--code CODE` for `link start`: the acceptor's code as `link show` computes it from what arrived."""
+    return "--code", str(a.json("link", "show", partner)["code"])
+
+
 def link(a: Site, b: Site, timeout: float = 60) -> str:
-    """The whole handshake, as two operators do it; returns the token."""
-    token = a.cli("link", "request").stdout.strip().splitlines()[-1]
-    b.cli("link", "accept", token)
+    """The whole handshake, as two operators do it: the token by mail, the codes read aloud; returns the token."""
+    issued = a.json("link", "request")
+    accepted = b.json("link", "accept", issued["token"], "--code", issued["code"])
     wait_until(lambda: a.link_state(b.id) == "awaiting_start", timeout, what=f"{a.id} sees {b.id} accepted")
-    a.cli("link", "start", b.id)
+    a.cli("link", "start", b.id, "--code", accepted["code"])
     wait_until(lambda: a.link_state(b.id) == "linked" and b.link_state(a.id) == "linked", timeout,
                what=f"{a.id} and {b.id} linked")
-    return token
+    return str(issued["token"])
+
+
+# Read-only verbs (and `records put`/`delete`, plain database writes) that run inside the test process.
+IN_PROCESS_VERBS = {("status",), ("log",), ("history",), ("health",), ("records", "list"), ("records", "get"),
+                    ("records", "put"), ("records", "delete"), ("link", "show"), ("link", "list")}
+
+
+ALL_AS_PROCESSES = os.environ.get("FED_TEST_CLI") == "process"  # the old way, to compare or to rule this out
+
+
+def _in_process(args: tuple[str, ...]) -> bool:
+    return not ALL_AS_PROCESSES and (args[:1] in IN_PROCESS_VERBS or args[:2] in IN_PROCESS_VERBS)
+
+
+_RUNNER = threading.Lock()  # click's runner swaps sys.stdout and sys.stderr: one verb at a time in a process
+
+
+def _run_in_process(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """`federationd ARGS` through click's runner in this process; the verb closes its database connections when
+    it ends (federationd/cli/base.py), so polling leaves nothing open. Tests that call verbs from several threads
+    (a writer thread, a parallel comparison) take turns: the runner's output capture is process-wide."""
+    with _RUNNER:
+        result = CliRunner().invoke(federationd_main, command[1:], prog_name="federationd",
+                                    catch_exceptions=False)
+    return subprocess.CompletedProcess(command, result.exit_code, result.stdout, result.stderr)
 
 
 _numbers = itertools.count(1)
@@ -233,3 +315,34 @@ def site_maker(tmp_path: Path, backend: str) -> Iterator[Callable[..., Site]]:
     finally:
         for site in made:
             site.close()
+
+
+# -- a second daemon of one site, as on a second host ---------------------------------------------------------------
+STATE_NOT_COPIED = ("daemon.*.json", "*.tmp", "active.lock")  # this host's heartbeats and lock file
+
+
+def second_daemon(site: Site, name: str = "second") -> Site:
+    """Another daemon of `site` as an operator sets one up on a second host: a copy of its `state_dir` (identity,
+    signing and sealing keys; not the heartbeat or lock files), the same database, a config, metrics port and log
+    of its own (under `site.dir / name`). Not started; the caller stops it."""
+    other = Site.__new__(Site)
+    other.__dict__.update(site.__dict__)
+    other.proc = None
+    other.pg_name = None  # the original owns (and drops) the database
+    other.dir = site.dir / name
+    other.dir.mkdir(parents=True, exist_ok=True)
+    state = other.dir / "state"
+    shutil.copytree(site.dir / "state", state, ignore=shutil.ignore_patterns(*STATE_NOT_COPIED), dirs_exist_ok=True)
+    other.metrics_port = _free_port()
+    other.cfg = {**site.cfg, "state_dir": str(state), "metrics": {"listen": f"127.0.0.1:{other.metrics_port}"}}
+    other.config_path = other.dir / "federationd.yaml"
+    other.write_config()
+    return other
+
+
+def use_database_role(site: Site, role: str) -> None:
+    """Make `site`'s daemon and CLI connect to its PostgreSQL database as `role` (tests/support/pg.create_role)."""
+    from .pg import url_as
+
+    site.cfg = {**site.cfg, "database": {**site.cfg["database"], "url": url_as(site.cfg["database"]["url"], role)}}
+    site.write_config()

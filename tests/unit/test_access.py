@@ -91,3 +91,20 @@ def test_the_highest_matching_level_wins_whatever_the_rule_order(levels):
     employee = Employee("e-1", "sales-east", position="manager")
     expected = max(levels, key=LEVELS.index)
     assert resolve(employee, policy, PARENTS).role == expected
+
+
+def test_the_accept_table_lists_the_rules_in_the_order_resolve_applies_them() -> None:
+    from federationd.access import table
+
+    listed = table(POLICY, PARENTS)
+    assert [(rule["level"], rule["match"]) for rule in listed["rules"]] == [
+        ("employee", "employee e-17"), ("department+position", "department sales + position manager"),
+        ("department", "department sales-east"), ("department", "department sales"),
+        ("department", "department support"), ("position", "position manager")]
+    assert listed["default"] == {"role": "read", "products": None, "restrictions": [], "networks": []}
+    support = listed["rules"][4]
+    assert support["networks"] == [{"cidr": "192.0.2.0/24", "role": "read"},
+                                   {"cidr": "192.0.2.128/25", "role": "audit"}]
+    # an employee under sales-east who is a manager: the first rule of the table that matches is the one applied
+    assert resolve(Employee("e-5", "sales-east-tokyo", position="manager"), POLICY, PARENTS).rule == \
+        listed["rules"][1]["match"]

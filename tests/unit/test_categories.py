@@ -112,6 +112,8 @@ def test_credential_fields_are_refused_at_any_depth(category: str, data: dict[st
     {"note": "my password is not here"},           # values are not field names
     {"tags": ["token", "secret"]},                  # list items that are strings are values too
     {"passage": 1, "pass": 2, "login": 3, "otp": 4},
+    {"secretary": "Suzuki", "tokens_used": 3, "password_policy_url": "https://x", "last_login_at": "today"},
+    {"profile": {"secretary": {"name": "Ito"}, "api_keys_count": 2, "token_bucket": 1}},
 ])
 def test_lookalikes_are_not_credentials(data: dict[str, Any]) -> None:
     assert find_credential(data) is None
@@ -360,6 +362,8 @@ def test_every_occurrence_is_inside_the_window(today: date, offset_quarters: int
         assert parse(occurrence["end"]) - when == timedelta(minutes=length_minutes)
     if rule == "FREQ=DAILY" and start.date() <= since:
         assert len(found) == (horizon - since).days + 1  # nothing missing either
+    if rule.startswith(("FREQ=DAILY", "FREQ=WEEKLY")) and start.date() <= today:
+        assert found  # the checks above ran on something: a daily or weekly rule begun by today recurs in the window
 
 
 # -- schedule_in_window ------------------------------------------------------------------------------------------
@@ -392,3 +396,16 @@ def test_prepared_recurring_schedule_is_in_window_for_a_relink() -> None:
     data = prepare("schedule", {"start": "2024-01-01T09:00:00", "end": "2024-01-01T10:00:00",
                                 "recurrence": "FREQ=WEEKLY"}, TODAY)
     assert schedule_in_window(data, window_start(TODAY))
+
+
+@pytest.mark.parametrize("name", ["password", "PASSWORD", "passwordHash", "password-hash", "loginId", "LOGIN_ID",
+                                  "otp_secret", "client.secret", "Api-Key", "private_key", "recovery_codes"])
+def test_credential_names_match_exactly_ignoring_case_and_separators(name: str) -> None:
+    assert find_credential({"outer": [{name: "x"}]}) == f"outer[0].{name}"
+
+
+def test_the_documented_list_is_the_one_checked() -> None:
+    from federationd.categories import CREDENTIAL_FIELDS, is_credential
+
+    assert all(is_credential(name) for name in CREDENTIAL_FIELDS)
+    assert not any(is_credential(name + "s_used") or is_credential("my_" + name) for name in CREDENTIAL_FIELDS)

@@ -362,3 +362,51 @@ def test_password_never_echoed_from_a_key(write: Callable[[str], Path], spec_dic
     with pytest.raises(ConfigError) as caught:
         load_config(write(yaml.safe_dump(spec_dict)))
     assert PASSWORD not in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# YAML that is safe to edit at 3 a.m.
+
+
+def test_duplicate_key_refused_naming_both_lines(write: Callable[[str], Path], spec_text: str) -> None:
+    text = spec_text.replace("paused: false\n", "paused: true\n", 1) + "paused: false\n"
+    first = text.splitlines().index("paused: true") + 1
+    last = len(text.splitlines())
+    message = refused(write(text))
+    assert "duplicate key 'paused'" in message and f"line {last}" in message and f"line {first}" in message
+
+
+def test_duplicate_key_in_a_nested_mapping(write: Callable[[str], Path], spec_text: str) -> None:
+    text = spec_text.replace("site-b: {paused: false}", "site-b: {paused: true, paused: false}")
+    assert "duplicate key 'paused'" in refused(write(text))
+
+
+def test_duplicate_partner_section(write: Callable[[str], Path], spec_text: str) -> None:
+    text = spec_text.replace("  site-b: {paused: false}\n", "  site-b: {paused: false}\n  site-b: {paused: true}\n")
+    assert "duplicate key 'site-b'" in refused(write(text))
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("pasued", "paused"), ("schedule.quiet_perod", "quiet_period"),
+                                             ("links.site-b.pausd", "paused"), ("brokr", "broker")])
+def test_unknown_key_did_you_mean(write: Callable[[str], Path], spec_dict: dict[str, Any], typo: str,
+                                  meant: str) -> None:
+    *parents, last = typo.split(".")
+    target = spec_dict
+    for part in parents:
+        target = target[part]
+    target[last] = target.get(meant, True) if not parents else True
+    message = refused(write(yaml.safe_dump(spec_dict)))
+    assert f"unknown key '{typo}'" in message and f"did you mean '{meant}'?" in message
+
+
+def test_unknown_key_far_from_any_gets_no_guess(write: Callable[[str], Path], spec_dict: dict[str, Any]) -> None:
+    spec_dict["zzzz"] = 1
+    message = refused(write(yaml.safe_dump(spec_dict)))
+    assert "unknown key 'zzzz'" in message and "did you mean" not in message
+
+
+def test_unknown_partner_warned(write: Callable[[str], Path], spec_text: str) -> None:
+    config = load_config(write(spec_text.replace("site-b: {paused: false}", "site-bb: {paused: true}")))
+    warnings = config_module.unknown_partners(config, {"site-b", "site-c"})
+    assert len(warnings) == 1 and "'site-bb' names no known partner" in warnings[0] and "'site-b'?" in warnings[0]
+    assert config_module.unknown_partners(config, {"site-bb"}) == []

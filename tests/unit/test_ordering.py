@@ -9,12 +9,26 @@ maximum stamp per record.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federationd.handlers.ordering import Change, newer, plan
+from federationd.handlers.ordering import (
+    CURRENT,
+    NEW,
+    STALE,
+    Change,
+    Floor,
+    SnapshotRef,
+    complete,
+    floor_stamp,
+    newer,
+    part_conflict,
+    part_role,
+    plan,
+)
 from federationd.wire import WireChange
 
 
@@ -187,3 +201,81 @@ def test_plan_picks_exactly_the_per_record_maximum_when_newer(
     result = plan(changes, epoch, held)
     assert {key(c): c.version for c in result.apply} == wanted
     assert result.skipped == len(changes) - len(wanted)
+
+
+# --- snapshot parts in any order (federationd/handlers/ordering.py) ----------------------------------------------
+
+S1, S2, S3 = SnapshotRef(10, "b"), SnapshotRef(20, "a"), SnapshotRef(30, "c")
+
+
+@pytest.mark.parametrize(("incoming", "current", "finished", "role"), [
+    (S2, None, None, NEW),          # the first part seen of a snapshot, whichever part it is
+    (S2, S2, None, CURRENT),
+    (S3, S2, None, NEW),            # a newer snapshot supersedes an unfinished one
+    (S1, S2, None, STALE),          # a late part of a superseded snapshot
+    (S2, None, S2, STALE),          # a redelivered part of a finished snapshot: never a second sweep
+    (S1, None, S2, STALE),
+    (S3, None, S2, NEW),
+    (S3, S3, S2, CURRENT),
+    (SnapshotRef(20, "b"), S2, None, NEW),  # same epoch: the id decides, the same way everywhere
+])
+def test_part_role(incoming: SnapshotRef, current: SnapshotRef | None, finished: SnapshotRef | None,
+                   role: str) -> None:
+    assert part_role(incoming, current, finished) == role
+
+
+@pytest.mark.parametrize(("part", "final", "final_part", "highest", "conflict"), [
+    (3, False, None, 2, None),
+    (2, False, 4, 3, None),
+    (5, False, 4, 3, "part 5 after a final part 4"),
+    (4, True, 4, 3, None),          # the final part redelivered
+    (3, True, 4, 2, "a second final part 3 (the final part was 4)"),
+    (2, True, None, 3, "final part 2 after part 3"),
+    (1, True, None, 0, None),       # a snapshot of one (empty) part
+])
+def test_part_conflict(part: int, final: bool, final_part: int | None, highest: int, conflict: str | None) -> None:
+    assert part_conflict(part, final, final_part, highest) == conflict
+
+
+def test_complete_needs_the_final_part_and_every_part() -> None:
+    assert not complete(None, 3)
+    assert not complete(4, 3)
+    assert complete(4, 4)
+
+
+@settings(max_examples=300)
+@given(final=st.integers(1, 6), data=st.data())
+def test_any_order_with_duplicates_completes_exactly_once(final: int, data: st.DataObject) -> None:
+    """The receiver's bookkeeping as a model: a set of parts, the final part's number once seen."""
+    parts = list(range(1, final + 1))
+    order = data.draw(st.permutations(parts))
+    extra = data.draw(st.lists(st.sampled_from(parts), max_size=6))
+    positions = data.draw(st.lists(st.integers(0, final + 6), min_size=len(extra), max_size=len(extra)))
+    sequence = list(order)
+    for part, at in zip(extra, positions, strict=True):
+        sequence.insert(min(at, len(sequence)), part)
+    seen: set[int] = set()
+    final_part: int | None = None
+    completions = 0
+    for part in sequence:
+        assert part_conflict(part, part == final, final_part, max(seen, default=0)) is None
+        first_time = part not in seen
+        seen.add(part)
+        final_part = final if part == final else final_part
+        if first_time and complete(final_part, len(seen)):
+            completions += 1
+    assert completions == 1
+
+
+FLOOR = Floor(20, frozenset({"employee", "schedule"}), date(2026, 3, 1))
+
+
+@pytest.mark.parametrize(("category", "data", "stamp"), [
+    ("employee", {"name": "x"}, (20, 0)),
+    ("group", {"name": "x"}, None),                                          # not in the swept snapshot
+    ("schedule", {"start": "2026-03-05T09:00:00", "end": "2026-03-05T10:00:00"}, (20, 0)),
+    ("schedule", {"start": "2026-01-05T09:00:00", "end": "2026-01-05T10:00:00"}, None),  # before the window
+])
+def test_floor_stamp(category: str, data: dict[str, object], stamp: tuple[int, int] | None) -> None:
+    assert floor_stamp(FLOOR, category, data) == stamp
+    assert floor_stamp(None, category, data) is None

@@ -1,7 +1,7 @@
 """Unit tests for federationd.tokens: the link token ("link URL") A mails to B (SPEC 3.2), encoded and decoded.
 
-`link inspect --json` shows exactly `{site, company, name, public_url, requested_at, requested_by, expires_at}`
-(SPEC 10) and never the one-time credential.
+`link inspect --json` shows exactly `{site, company, name, public_url, requested_at, requested_by, expires_at,
+code}` and never the one-time credential; every value is validated when the token arrives.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def make_token(**overrides: Any) -> LinkToken:
         "token_id": "tok-0123456789abcdef", "site": "site-a", "company": "Example Co., Ltd.", "name": "Example HQ",
         "public_url": "amqps://mq.site-a.example:5671/federation", "requested_by": "admin@site-a",
         "requested_at": REQUESTED_AT, "expires_at": REQUESTED_AT + LIFETIME_SECONDS,
-        "key": "MCowBQYDK2VwAyEAsomekeymaterial", "user": "fed.site-a.accept.tok-0123", "password": "pw-SECRET-1"}
+        "key": base64.b64encode(bytes(range(32))).decode(), "user": "fed.site-a.accept.tok-0123",
+        "password": "pw-SECRET-1"}
     fields.update(overrides)
     return LinkToken(**fields)
 
@@ -48,9 +49,13 @@ def test_round_trip_with_unicode_and_surrounding_whitespace() -> None:
     assert decode(f"\n  {token.encode()}  \n") == token
 
 
+NAMES = st.text(st.characters(min_codepoint=32, exclude_characters="\x7f", exclude_categories=("Cs",)),
+                min_size=1, max_size=40).filter(str.strip)
+
+
 @settings(max_examples=100)
-@given(company=st.text(max_size=40), name=st.text(max_size=40), requested_by=st.text(max_size=40),
-       password=st.text(max_size=40), requested_at=st.floats(0, 4e9))
+@given(company=NAMES, name=NAMES, requested_by=NAMES,
+       password=st.text(min_size=1, max_size=40), requested_at=st.floats(0, 4e9))
 def test_round_trip_property(company: str, name: str, requested_by: str, password: str, requested_at: float) -> None:
     token = make_token(company=company, name=name, requested_by=requested_by, password=password,
                        requested_at=requested_at, expires_at=requested_at + LIFETIME_SECONDS)
@@ -100,7 +105,9 @@ def test_extra_fields_from_a_newer_version_are_ignored() -> None:
 def test_public_has_exactly_the_inspect_keys_and_no_credential() -> None:
     token = make_token()
     public = token.public()
-    assert set(public) == {"site", "company", "name", "public_url", "requested_at", "requested_by", "expires_at"}
+    assert set(public) == {"site", "company", "name", "public_url", "requested_at", "requested_by", "expires_at",
+                           "code"}
+    assert public.pop("code") == token.code
     assert public == {"site": "site-a", "company": "Example Co., Ltd.", "name": "Example HQ",
                       "public_url": "amqps://mq.site-a.example:5671/federation",
                       "requested_at": "2026-11-18T09:00:00Z", "requested_by": "admin@site-a",
@@ -114,8 +121,10 @@ def test_repr_hides_the_password() -> None:
     assert "pw-SECRET-1" not in repr(make_token())
 
 
-def test_lifetime_is_24_hours() -> None:
-    assert LIFETIME_SECONDS == 24 * 3600
+def test_a_token_expires_at_its_expiry_and_not_a_second_before() -> None:
+    token = make_token()
+    assert not token.expired(REQUESTED_AT + 24 * 3600 - 1)
+    assert token.expired(REQUESTED_AT + 24 * 3600)
 
 
 @pytest.mark.parametrize(("now", "expired"), [
@@ -155,3 +164,32 @@ def test_wrongly_typed_fields_are_a_damaged_token(field: str, value: Any) -> Non
         token.public()
         token.expired(REQUESTED_AT)
         assert isinstance(token.site, str)
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("site", "site-a\n", "site id"),  # full match: no trailing newline
+    ("site", "Site-A", "site id"),
+    ("for_site", "b\n", "site id"),
+    ("expires_at", float("nan"), "finite"),
+    ("expires_at", float("inf"), "finite"),
+    ("requested_at", 1e20, "finite"),
+    ("requested_at", -1.0, "finite"),
+    ("expires_at", REQUESTED_AT + 10 * LIFETIME_SECONDS, "validity"),
+    ("key", base64.b64encode(b"x" * 31).decode(), "32"),
+    ("key", "not base64!", "base64"),
+    ("public_url", "amqps://[bad", "public URL"),
+    ("public_url", "amqp://mq.example:5672/v", "amqps"),
+    ("public_url", "amqps://mq.example:99999/v", "port"),
+    ("public_url", "amqps://user:pw@mq.example/v", "credentials"),
+    ("company", "x" * 256, "255"),
+    ("name", "line\nbreak", "control"),
+])
+def test_values_are_validated_on_arrival(field: str, value: Any, says: str) -> None:
+    raw = json.dumps({**dataclasses.asdict(make_token()), field: value}).encode()  # NaN/Infinity as JSON allows
+    with pytest.raises(LinkError, match="damaged") as refused:
+        decode(PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("="))
+    assert says in str(refused.value)
+
+
+def test_iso_of_nonsense_is_none_never_a_traceback() -> None:
+    assert iso(1e20) is None and iso(float("nan")) is None

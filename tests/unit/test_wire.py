@@ -81,7 +81,7 @@ def test_round_trip(kind: str, body: dict[str, Any], encoding: str | None) -> No
     else:
         assert json.loads(out.body) == body
     decoded = wire.decode(out.kind, out.content_encoding, out.body)
-    assert decoded.model_dump(by_alias=True, exclude_none=True) == body
+    assert decoded.as_document() == body
 
 
 def test_gzip_threshold() -> None:
@@ -189,19 +189,9 @@ REFUSALS = [
     ("schema-string", "changes", None, raw({**small_changes(), "schema": "1"}), "unknown_schema"),
     ("schema-missing", "changes", None, raw(_without(small_changes(), "schema")), "unknown_schema"),
     ("control-schema-0", "control", None, raw({**control(), "schema": 0}), "unknown_schema"),
-    ("version-as-string", "changes", None, raw(_change_with(version="5")), "invalid"),
-    ("version-zero", "changes", None, raw(_change_with(version=0)), "invalid"),
-    ("version-float", "changes", None, raw(_change_with(version=5.0)), "invalid"),
-    ("deleted-as-1", "changes", None, raw(_change_with(deleted=1)), "invalid"),
-    ("deleted-as-string", "changes", None, raw(_change_with(deleted="false")), "invalid"),
-    ("data-as-list", "changes", None, raw(_change_with(data=[1, 2])), "invalid"),
-    ("id-empty", "changes", None, raw(_change_with(id="")), "invalid"),
-    ("id-too-long", "changes", None, raw(_change_with(id="x" * 256)), "invalid"),
-    ("id-as-int", "changes", None, raw(_change_with(id=17)), "invalid"),
     ("epoch-negative", "changes", None, raw({**small_changes(), "epoch": -1}), "invalid"),
     ("epoch-string", "changes", None, raw({**small_changes(), "epoch": "3"}), "invalid"),
     ("changes-not-list", "changes", None, raw({**small_changes(), "changes": {}}), "invalid"),
-    ("change-not-object", "changes", None, raw({**small_changes(), "changes": ["e-1"]}), "invalid"),
     ("origin-as-int", "changes", None, raw({**small_changes(), "origin": 7}), "invalid"),
     ("unknown-type", "gossip", None, raw(small_changes()), "bad_type"),
     ("no-type", None, None, raw(small_changes()), "bad_type"),
@@ -220,6 +210,21 @@ REFUSALS = [
 ]
 
 
+# One change that is invalid on its own is skipped (counted, logged); the message and its other changes apply.
+SKIPS = [
+    ("version-as-string", raw(_change_with(version="5"))),
+    ("version-zero", raw(_change_with(version=0))),
+    ("version-float", raw(_change_with(version=5.0))),
+    ("deleted-as-1", raw(_change_with(deleted=1))),
+    ("deleted-as-string", raw(_change_with(deleted="false"))),
+    ("data-as-list", raw(_change_with(data=[1, 2]))),
+    ("id-empty", raw(_change_with(id=""))),
+    ("id-too-long", raw(_change_with(id="x" * 256))),
+    ("id-as-int", raw(_change_with(id=17))),
+    ("change-not-object", raw({**small_changes(), "changes": ["e-1"]})),
+]
+
+
 @pytest.mark.parametrize(("kind", "encoding", "body", "reason"), [r[1:] for r in REFUSALS],
                          ids=[r[0] for r in REFUSALS])
 def test_decode_refuses(kind: str | None, encoding: str | None, body: bytes, reason: str) -> None:
@@ -235,16 +240,39 @@ def test_missing_body_field_is_invalid(field: str) -> None:
     assert field in str(exc)
 
 
+@pytest.mark.parametrize("body", [r[1] for r in SKIPS], ids=[r[0] for r in SKIPS])
+def test_an_invalid_change_is_skipped_not_its_message(body: bytes) -> None:
+    decoded = wire.decode("changes", None, body)
+    assert isinstance(decoded, wire.ChangesBody)
+    assert decoded.changes == []
+    assert [skip.reason for skip in decoded.skipped] == ["invalid"]
+    assert decoded.skipped[0].message
+
+
+def test_an_invalid_change_leaves_the_others() -> None:
+    document = small_changes()
+    good = document["changes"][0]
+    document["changes"] = [good, {**good, "id": "e-18", "version": "x"}, {**good, "id": "e-19"}]
+    decoded = wire.decode("changes", None, raw(document))
+    assert isinstance(decoded, wire.ChangesBody)
+    assert [change.id for change in decoded.changes] == ["e-17", "e-19"]
+    assert [(skip.category, skip.id, skip.reason) for skip in decoded.skipped] == [("employee", "e-18", "invalid")]
+
+
 @pytest.mark.parametrize("field", ["category", "id", "origin", "version", "deleted", "data"])
-def test_missing_change_field_is_invalid(field: str) -> None:
-    exc = rejected("changes", None, raw(_change_without(field)))
-    assert exc.reason == "invalid"
-    assert f"changes.0.{field}" in str(exc)
+def test_missing_change_field_is_skipped(field: str) -> None:
+    decoded = wire.decode("changes", None, raw(_change_without(field)))
+    assert isinstance(decoded, wire.ChangesBody)
+    assert decoded.changes == []
+    [skip] = decoded.skipped
+    assert skip.reason == "invalid"
+    assert field in skip.message
 
 
 def test_wrong_field_type_message_names_the_field() -> None:
-    exc = rejected("changes", None, raw(_change_with(version="5")))
-    assert "changes.0.version" in str(exc)
+    decoded = wire.decode("changes", None, raw(_change_with(version="5")))
+    assert isinstance(decoded, wire.ChangesBody)
+    assert "change 0: version" in decoded.skipped[0].message
 
 
 def test_snapshot_final_part_counts_must_be_integers() -> None:
