@@ -5,10 +5,15 @@ Environment:
 * FED_BENCH_SCALE (default 1.0): record counts (1.0 = 50,000 employees for the bulk run, 100,000 for the snapshot);
   0.1 gives a quick run.
 * FED_BENCH_IDLE_SECONDS (default 60): the idle window of benchmark 4.
-* FED_BENCH_ONLY (default all): comma-separated subset of bulk, import, outbox, idle, snapshot.
+* FED_BENCH_ONLY (default all): comma-separated subset of bulk, import, outbox, idle, snapshot, failover (the pair),
+  cluster_failover (a broker node of three stops).
 * FED_BENCH_BACKENDS (default sqlite,postgresql): PostgreSQL is skipped (and said so) when not reachable.
 * FED_BENCH_PARTNERS (default 200), FED_BENCH_OUTBOX_ITERATIONS (default 2000).
+* FED_BENCH_IDLE_LINKS (default 200,1000): the hub's link counts measured idle (benchmark 4).
+* FED_BENCH_FAILOVER_STEADY, FED_BENCH_FAILOVER_AFTER (default 30 each): the windows of the broker-node-stop
+  benchmark (seconds of steady stream before the stop, and measured after it).
 * FED_BENCH_KEEP=1 keeps the scratch folder (databases, daemon logs, broker log) for a post-mortem.
+* FED_BENCH_RESULTS (default benchmarks/results): where the results file goes.
 """
 
 from __future__ import annotations
@@ -32,13 +37,13 @@ from types import FrameType
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bulk, idle, imports, outbox, snapshot
+from benchmarks import bulk, cluster_failover, failover, idle, imports, outbox, shovel, snapshot
 from benchmarks.common import Context, Result, env_float, scale
 from tests.support.broker import TestBroker
 from tests.support.pg import pg_reachable
 from tests.support.pki import make_pki
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("FED_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 console = Console(highlight=False)
 
 Bench = Callable[[Context, str], list[Result]]
@@ -53,6 +58,8 @@ PLAN: list[tuple[str, Bench, tuple[str, ...]]] = [
     ("import", imports.run, ("postgresql",)),
     ("outbox", outbox.run, ("postgresql",)),
     ("snapshot", snapshot.run, ("postgresql",)),
+    ("failover", failover.run, ("postgresql",)),  # the daemon pair shares a PostgreSQL database
+    ("cluster_failover", cluster_failover.run, ("sqlite",)),  # a broker node stops under a stream
 ]
 
 
@@ -61,6 +68,8 @@ def session(keep: bool = False) -> Iterator[Context]:
     """A scratch folder and one private TLS broker, both gone afterwards (unless `keep`), even on failure."""
     root = Path(tempfile.mkdtemp(prefix="fedbench-"))
     broker = TestBroker(root / "broker", make_pki(root / "pki"))
+    # the Shovel peer of benchmark 1 needs its plugin on this private node (the test harness enables management only)
+    (broker.root / "enabled_plugins").write_text(f"[{','.join(shovel.PLUGINS)}].\n")
     try:
         started = time.perf_counter()
         broker.start()
@@ -155,7 +164,7 @@ def main() -> int:
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "timings_seconds": timings, "results": [r.as_json() for r in results], "errors": errors,
     }
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
     console.log(f"results saved to {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}; "

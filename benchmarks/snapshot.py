@@ -4,7 +4,8 @@ The sender's records are written directly through the host API (`capture.put_man
 origin are planted at the receiver only (left over, as after a restore), then `federationd relink`. Reported: the
 peak RSS (VmHWM at the end) of the sender and the receiver daemon against their own RSS just before the snapshot and
 against the size of the data shipped; and whether the receiver's sweep was right (every record there, the planted
-ones tombstoned). Snapshot throughput is set against the bulk baseline of benchmark 1 when that ran.
+ones tombstoned). Snapshot throughput is set against the bulk baseline of benchmark 1 and against federationd's own
+bulk rate there (goal >= 0.8x), when that ran.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.support.waiting import wait_until
 
 GHOSTS = 5
 CHUNK = 1000
+SNAPSHOT_RATE_GOAL = 0.8  # of federationd's own bulk end-to-end rate in the same run
 
 
 def _growth_goal_mb(data_mb: float) -> float:
@@ -131,6 +133,7 @@ def run(ctx: Context, backend: str) -> list[Result]:
             growth < _growth_goal_mb(data_mb), f"grew {growth:.0f} MiB = {growth / data_mb:.0%} of the data",
             details={"before_mb": before[role], "after_mb": after[role], "data_mb": data_mb}))
     bulk = ctx.shared.get(f"bulk_baseline_{backend}")
+    fed_bulk = ctx.shared.get(f"bulk_federationd_{backend}")
     throughput = count / seconds
     results.append(Result(
         "5 snapshot", backend, f"sweep correct: {count:,} live, {GHOSTS} planted records tombstoned, in parts",
@@ -139,4 +142,10 @@ def run(ctx: Context, backend: str) -> list[Result]:
         f"{seconds:.1f}s, {parts} parts",
         details={"live": live_ids, "ghosts_deleted": ghosts_deleted, "snapshot_in_progress_rows": pending,
                  "parts": parts, "seconds": seconds, "put_many_seconds": put_seconds, "log": logged}))
+    if fed_bulk:
+        rate = ratio(throughput, fed_bulk)
+        results.append(Result(
+            "5 snapshot", backend, f"{count:,}-record relink snapshot rate vs federationd's bulk rate (benchmark 1)",
+            throughput, fed_bulk, "records/s", rate, f">= {SNAPSHOT_RATE_GOAL:g}x the bulk rate",
+            rate is not None and rate >= SNAPSHOT_RATE_GOAL, "relink until all applied and swept at the receiver"))
     return results

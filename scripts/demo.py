@@ -1,7 +1,8 @@
 """`make demo`: three sites linked on a throwaway local TLS broker, changes flowing, status shown, then cleaned up.
 
 Everything goes through the real thing: a private RabbitMQ node with its own CA (AMQPS and HTTPS management
-only), `federationd init`, `federationd run` daemons, the link handshake between operators, and `records put`.
+only), `federationd init`, `federationd run` daemons, the link handshake between operators (the token by mail,
+the verification codes by phone), and `records put`.
 """
 
 from __future__ import annotations
@@ -50,10 +51,7 @@ def main() -> int:
             console.print(f"{name}: initialised and running (metrics on 127.0.0.1:{site.metrics_port})")
         tokyo, osaka, nagoya = sites
 
-        step("tokyo requests a link; osaka inspects and accepts the token; tokyo starts the link")
-        token = tokyo.cli("link", "request", "--by", "admin@tokyo").stdout.strip().splitlines()[-1]
-        show(osaka, "link", "inspect", token)
-        link_with(tokyo, osaka, token)
+        link_with(tokyo, osaka, *request(tokyo, osaka))
         step("tokyo links with nagoya too")
         link_with(tokyo, nagoya)
 
@@ -96,13 +94,26 @@ def main() -> int:
         console.print(f"stopped the daemons and the broker; removed {root}")
 
 
-def link_with(a: Site, b: Site, token: str | None = None) -> None:
-    if token is None:
+def request(a: Site, b: Site) -> tuple[str, str]:
+    step(f"{a.id} requests a link: the token goes by mail, the code by phone (never in the same mail)")
+    lines = a.cli("link", "request", "--by", f"admin@{a.id}").stdout.strip().splitlines()
+    console.print("\n".join(lines))
+    step(f"{b.id} inspects the token: the code it computes must be the one {a.id}'s administrator reads out")
+    show(b, "link", "inspect", lines[-1])
+    return lines[-1], lines[-2].removeprefix("code: ")
+
+
+def link_with(a: Site, b: Site, token: str | None = None, code: str | None = None) -> None:
+    if token is None or code is None:
         link(a, b)
     else:
-        b.cli("link", "accept", token)
+        step(f"{b.id} accepts with the code it was read; it prints its own code, read back to {a.id} by phone")
+        accepted = b.cli("link", "accept", token, "--code", code, "--by", f"admin@{b.id}").stdout.strip()
+        console.print(accepted)
         wait_until(lambda: a.link_state(b.id) == "awaiting_start", 60, what=f"{a.id} sees the acceptance")
-        a.cli("link", "start", b.id)
+        step(f"{a.id} compares the code of the acceptance it received (`link show`), then starts with it")
+        show(a, "link", "show", b.id)
+        a.cli("link", "start", b.id, "--code", accepted.splitlines()[-1].removeprefix("code: "))
         wait_until(lambda: a.link_state(b.id) == "linked" and b.link_state(a.id) == "linked", 60,
                    what="both sides linked")
     console.print(f"{a.id} <-> {b.id}: linked")

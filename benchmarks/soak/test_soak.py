@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.faults.common import FAULTS, FIGURES, Writer, converge, kill9, link
+from tests.faults.common import BROKER_RESTARTS, FIGURES, OUTAGES, Writer, converge, kill9, link
 from tests.support.waiting import holds_for, wait_until
 
 pytestmark = [
@@ -71,7 +71,7 @@ def test_soak_broker_restarts_under_load(private_broker, site_on):
         for _ in range(RESTARTS):
             time.sleep(rng.uniform(1, 10))
             private_broker.stop_app()
-            FIGURES[FAULTS] += 1
+            FIGURES[BROKER_RESTARTS] += 1
             holds_for(lambda: a.proc.poll() is None and b.proc.poll() is None, rng.uniform(0.5, 8), "daemons up")
             private_broker.start_app()
     finally:
@@ -88,7 +88,7 @@ def test_soak_partner_away_for_long(make_site, private_broker, site_on):
     b = site_on(private_broker, "beta")
     link(a, b)
     private_broker.stop_app()
-    FIGURES[FAULTS] += 1
+    FIGURES[OUTAGES] += 1
     writer = Writer(a, 1)
     writer.start()
     try:
