@@ -162,6 +162,8 @@ class ConfirmingPublisher(ABC):
         thread and in publish order, once the message and every earlier one were confirmed. Raises the first
         failure (after settling what was confirmed before it)."""
         self._wait(lambda: self._window.unconfirmed < self.window_size)
+        if self._window.empty:  # nothing in flight: a connection lost meanwhile can be replaced, nothing is lost
+            self._revive()
         self._may_publish()
         tag = self._window.put(message, routing_key, on_confirmed)
         self._send(message, routing_key, tag)
@@ -201,6 +203,10 @@ class ConfirmingPublisher(ABC):
         if isinstance(failure.error, Exception):
             return failure.error
         return TransportError(f"{self.site}: lost the channel to broker {self._where()}", site=self.site)
+
+    def _revive(self) -> None:
+        """With nothing awaiting a confirm: replace a connection the broker closed while we were busy elsewhere
+        (the real publisher; a stub has nothing to replace)."""
 
     @abstractmethod
     def _may_publish(self) -> None:

@@ -27,7 +27,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from federationd.broker.cancel import Cancel
-from federationd.broker.confirms import ConfirmingPublisher, Failure
+from federationd.broker.confirms import ConfirmingPublisher, Failure, Window
 from federationd.broker.connection import connect, transport_error
 from federationd.broker.endpoints import Endpoints
 from federationd.errors import CredentialsRevoked, Fenced, TransportError
@@ -66,6 +66,7 @@ class Publisher(ConfirmingPublisher):
         self._channel: BlockingChannel | None = None
         self._cancel: Cancel | None = None
         self._woken = False
+        self._last_io = 0.0  # when pika last ran for this connection (monotonic)
 
     def watch(self, cancel: Cancel) -> Publisher:
         """Let another thread abandon this send (`federationd clear`): connecting, awaiting a confirm, or
@@ -74,6 +75,10 @@ class Publisher(ConfirmingPublisher):
         return self
 
     def __enter__(self) -> Publisher:
+        self._open()
+        return self
+
+    def _open(self) -> None:
         cancel = self._cancel
         if cancel is not None:
             cancel.check(self.site)
@@ -97,7 +102,30 @@ class Publisher(ConfirmingPublisher):
             if cancel is not None:
                 cancel.check(self.site)
             raise transport_error(exc, self.site, self.endpoint) from None
-        return self
+        self._last_io = time.monotonic()
+
+    def _revive(self) -> None:
+        """A BlockingConnection answers heartbeats only while its thread is in pika: a send that waited on our own
+        database (a lock, a slow read) for two heartbeat intervals with this connection open finds it closed by
+        the broker. With nothing in flight, nothing is lost: reconnect quietly instead of failing the send and
+        blaming the partner's broker (a new channel numbers its confirms from 1, hence a new window)."""
+        if self._connection is None:
+            raise RuntimeError("Publisher used outside its with block")
+        idle = time.monotonic() - self._last_io
+        try:
+            self._connection.process_data_events(time_limit=0)
+            self._last_io = time.monotonic()
+            return  # whatever the broker said meanwhile (a channel closed) is in the window, raised as before
+        except pika.exceptions.ConnectionClosedByBroker as exc:
+            self._window.lost(exc)  # closed on purpose (its user deleted, an operator): a real failure
+            return
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            why = exc
+        log.info("%s: the connection to its broker closed while we were busy for %.0f s with nothing in flight "
+                 "(%r); reconnecting", self.site, idle, why)
+        self.close()
+        self._window = Window()
+        self._open()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -149,6 +177,7 @@ class Publisher(ConfirmingPublisher):
             self._connection.process_data_events(time_limit=PUMP_SECONDS)
         except (pika.exceptions.AMQPError, OSError) as exc:
             self._window.lost(exc)
+        self._last_io = time.monotonic()
 
     def _wake(self) -> None:
         """From a pika callback: make the current `process_data_events` return once this I/O is handled (it
