@@ -36,6 +36,9 @@ class Offline(Publisher):
     def _pump(self) -> None:
         self.broker(self)
 
+    def _revive(self) -> None:  # no connection to lose (the tests of `_revive` below give it one)
+        pass
+
 
 def _ack(publisher: Publisher, tag: int) -> None:
     publisher._on_confirm(pika.frame.Method(1, pika.spec.Basic.Ack(delivery_tag=tag)))
@@ -97,3 +100,58 @@ def test_fenced_before_any_publish() -> None:
     with pytest.raises(Fenced, match="no longer the site's active daemon"):
         publisher.stream(encode("changes", {}), "site-a")
     assert publisher.sent == []
+
+
+class DroppedConnection:
+    """A connection whose first poll raises `error` (the broker dropped it while the send was busy elsewhere)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.is_open = False
+        self.publisher: Publisher | None = None
+
+    def process_data_events(self, time_limit: float) -> None:
+        if self.publisher is not None:  # as pika does: the channel's close callback runs, then the poll raises
+            self.publisher._on_channel_closed(None, self.error)
+        raise self.error
+
+    def call_later(self, delay: float, callback: Any) -> None:  # the publisher's wake-up: nothing to wake here
+        pass
+
+
+class Reconnecting(Offline):
+    def __init__(self, broker: Any, dropped: DroppedConnection) -> None:
+        super().__init__(broker)
+        self._connection = dropped  # type: ignore[assignment]
+        dropped.publisher = self
+        self.opened = 0
+
+    _revive = Publisher._revive
+
+    def _open(self) -> None:
+        self.opened += 1
+        self._connection = object()  # type: ignore[assignment]
+        self._channel = object()  # type: ignore[assignment]
+
+
+def test_a_connection_lost_with_nothing_in_flight_is_replaced_and_the_send_goes_on() -> None:
+    """Heartbeats stop while the send waits on our database; the broker drops the connection: reconnect, no
+    failure (nothing was in flight), and the new channel's confirms are numbered from 1 again."""
+    settled: list[int] = []
+
+    def broker(p: Offline) -> None:
+        for tag in range(1, len(p.sent) + 1):
+            _ack(p, tag)
+
+    publisher = Reconnecting(broker, DroppedConnection(pika.exceptions.StreamLostError("Stream connection lost")))
+    _publish_three(publisher, settled)
+    assert publisher.opened == 1 and settled == [0, 1, 2]
+
+
+def test_a_connection_the_broker_closed_on_purpose_is_still_a_failure() -> None:
+    """A deleted user (CONNECTION_FORCED) is not a dropped connection: no reconnect, the send fails as before."""
+    closed = pika.exceptions.ConnectionClosedByBroker(320, "CONNECTION_FORCED - user 'u' is deleted")
+    publisher = Reconnecting(lambda p: None, DroppedConnection(closed))
+    with pytest.raises(CredentialsRevoked):
+        _publish_three(publisher)
+    assert publisher.opened == 0
