@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
-from federationd import housekeeping, identity, links, logsetup, site_details, upkeep, usage
+from federationd import housekeeping, identity, links, logsetup, revocations, site_details, usage
 from federationd.active import Keeper, daemon_label, make_lock
 from federationd.broker.consumer import Consumer
 from federationd.config import Config, load_config, unknown_partners
@@ -73,6 +73,7 @@ class Daemon:
         self._main_beat = time.monotonic()
         self._database_ok = True
         self._said_standby = False
+        self._orphans = revocations.OrphanSweep()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -152,6 +153,7 @@ class Daemon:
             self._tick()
             if now >= due["housekeeping"]:
                 housekeeping.run(self.rt)
+                self._orphans.look(self.rt)  # the second look, once its grace has passed
                 due["housekeeping"] = now + HOUSEKEEPING_SECONDS
             self._database.recovered()
             self._database_ok = True
@@ -212,7 +214,8 @@ class Daemon:
         try:
             self._warn_public_url(rt.config.broker.public_url)
             greet_partners(rt)
-            upkeep.at_start(rt)  # broker users no live link or token needs
+            self._orphans = revocations.OrphanSweep()  # broker users no live link or token needs: a first look
+            self._orphans.look(rt)
         except (FederationError, SQLAlchemyError) as exc:
             log.warning("could not greet the partners yet: %s", str(exc).splitlines()[0])
         self._consumer.start()

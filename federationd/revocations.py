@@ -3,7 +3,7 @@
 A state change that makes a revocation due writes its row in the same transaction (`schedule`, `purge`), so a
 management API that is down at that moment delays the revocation but never loses it. `retry_pending` runs right
 after such a commit (best effort) and from the daemon's housekeeping; a row is deleted only once the broker
-confirmed. At daemon start `remove_orphans` deletes `fed.<home>.*` users that no live link or token explains.
+confirmed. After a daemon starts, `OrphanSweep` deletes `fed.<home>.*` users that no live link or token explains.
 """
 
 from __future__ import annotations
@@ -68,8 +68,16 @@ def _carry_out(rt: Runtime, kind: str, name: str, incarnation: str | None) -> No
     log.info("purged the inbound queue of %s (the link stopped)", name)
 
 
-def remove_orphans(rt: Runtime) -> list[str]:
-    """At daemon start: delete our broker's `fed.<home>.*` users that no live link or open token explains."""
+# How long a broker user must stay unexplained before it is removed: `link accept` (in another process) creates
+# its partner's user before it records the link, so one look can catch a user that is about to be explained.
+ORPHAN_GRACE_SECONDS = 120.0
+
+
+def unexplained_users(rt: Runtime) -> set[str]:
+    """Our broker's `fed.<home>.*` users that no live link or open token explains. The broker is listed before the
+    database is read: a user whose link or token was recorded before it was created is then always explained."""
+    prefix = f"fed.{rt.home}."
+    listed = {user for user in rt.management.users() if user.startswith(prefix)}
     now = rt.now()
     with rt.engine.begin() as conn:
         live = [link for link in links.all_links(conn) if link.state in (links.AWAITING_START, links.LINKED)]
@@ -77,12 +85,40 @@ def remove_orphans(rt: Runtime) -> list[str]:
         wanted |= {token_user(rt.home, link.token_id) for link in live if link.token_id}
         wanted |= {token_user(rt.home, token_id) for token_id in conn.execute(select(tokens.c.id).where(
             tokens.c.revoked.is_(False), tokens.c.expires_at > now)).scalars()}
-    prefix = f"fed.{rt.home}."
-    orphans = [user for user in rt.management.users() if user.startswith(prefix) and user not in wanted]
-    with rt.engine.begin() as conn:
-        for user in orphans:
-            schedule(conn, user, now)
-    if orphans:
-        log.info("removing %d broker user(s) no live link or token needs: %s", len(orphans), ", ".join(orphans))
-    retry_pending(rt)
-    return orphans
+    return listed - wanted
+
+
+class OrphanSweep:
+    """Once per daemon start: remove the broker users no live link or token needs (left by a crash between a
+    state change and its revocation, or by an older version). A user is removed only if it was unexplained at
+    two looks at least `ORPHAN_GRACE_SECONDS` apart, so an accept running meanwhile keeps the user it created."""
+
+    def __init__(self) -> None:
+        self._first: set[str] | None = None
+        self._first_at = 0.0
+        self.done = False
+
+    def look(self, rt: Runtime) -> list[str]:
+        """Take the first look, or, once the grace has passed, the second; returns the users removed."""
+        if self.done:
+            return []
+        now = rt.now()
+        if self._first is not None and now < self._first_at + ORPHAN_GRACE_SECONDS:
+            return []
+        try:
+            seen = unexplained_users(rt)
+        except TransportError as exc:
+            log.warning("could not list our broker's users to remove unneeded ones (retried): %s", exc)
+            return []
+        if self._first is None:
+            self._first, self._first_at, self.done = seen, now, not seen
+            return []
+        orphans = sorted(self._first & seen)
+        self.done = True
+        with rt.engine.begin() as conn:
+            for user in orphans:
+                schedule(conn, user, now)
+        if orphans:
+            log.info("removing %d broker user(s) no live link or token needs: %s", len(orphans), ", ".join(orphans))
+            retry_pending(rt)
+        return orphans

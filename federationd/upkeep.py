@@ -1,12 +1,11 @@
 """The handshake's share of the daemon's housekeeping: revocations that failed before, handshakes that outlived
-their token, coalesced relink requests; and at start, broker users nothing needs any more."""
+their token, coalesced relink requests (broker users nothing needs any more: revocations.OrphanSweep)."""
 
 from __future__ import annotations
 
 import logging
 
 from federationd import linklog, links, linkstate, relinks, revocations
-from federationd.errors import TransportError
 from federationd.runtime import Runtime
 from federationd.tokens import LIFETIME_SECONDS
 
@@ -19,13 +18,6 @@ def housekeeping(rt: Runtime) -> None:
     expire_handshakes(rt)
     relinks.promote(rt)
     revocations.retry_pending(rt)
-
-
-def at_start(rt: Runtime) -> None:
-    try:
-        revocations.remove_orphans(rt)
-    except TransportError as exc:
-        log.warning("could not list our broker's users to remove unneeded ones (next start retries): %s", exc)
 
 
 def expire_handshakes(rt: Runtime) -> list[str]:

@@ -207,6 +207,7 @@ class ConfirmingPublisher(ABC):
     def _revive(self) -> None:
         """With nothing awaiting a confirm: replace a connection the broker closed while we were busy elsewhere
         (the real publisher; a stub has nothing to replace)."""
+        return None
 
     @abstractmethod
     def _may_publish(self) -> None:
