@@ -97,7 +97,12 @@ def test_kill9_of_the_receiver_mid_apply_never_half_applies(make_site):
     link(a, b)
     wait_until(lambda: count_records(b, a.id, "company") == 1, 60, what="the initial snapshot at B")
 
+    cancels = b.log_text().count(f"stopped consuming federation.inbound.{a.id}\n")
     b.cli("pause", a.id)  # A's batches wait in B's broker until B consumes them all in a row
+    # the pause is in B's database at once; B's consumer lets go of A's queue at its next sync: wait for that,
+    # else B may take the batches in as they arrive and be done before the first kill
+    wait_until(lambda: b.log_text().count(f"stopped consuming federation.inbound.{a.id}\n") > cancels, 60,
+               what="B's consumer off A's queue")
     rows = [(f"e{n:04d}", {"name": f"Employee {n}", "kana": "シャイン", "email": f"e{n}@a.example",
                            "departments": ["sales", "support"]}) for n in range(total)]
     with a.engine() as engine, engine.begin() as conn:  # one host transaction, 240 batches on the wire
