@@ -478,7 +478,7 @@ log.file = false
         body: Any = None,
         *,
         auth: tuple[str, str] | None = None,
-        timeout: float = 10.0,
+        timeout: float = 30.0,  # a loaded machine's management API can take seconds; a refusal still fails fast
     ) -> Any:
         """Call the management HTTP API and return the decoded JSON (``None`` for an empty body).
 
