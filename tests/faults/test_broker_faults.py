@@ -132,6 +132,7 @@ def _unacked(broker, vhost: str, partner: str) -> int:
     return int(queue.get("messages_unacknowledged") or 0)
 
 
+@pytest.mark.timeout(900)  # a broker boot, three restarts (one may be tried three times) and an alarm
 def test_broker_restarts_and_memory_alarm_lose_nothing(private_broker, site_on):
     """One linked pair on a private broker: a restart while sends are due, a restart while a batch is being
     applied, then a memory alarm. No daemon exits; after each fault both copies equal their origins."""
@@ -224,6 +225,7 @@ def _count_rev(site: Site, origin: str, rev: int) -> int:
         return sum(r.data.get("rev") == rev for r in list_records(conn, origin, "employee"))
 
 
+@pytest.mark.timeout(600)  # a broker boot, an outage of several attempts and a convergence
 def test_partner_away_for_a_while_backs_off_then_delivers_everything(make_site, private_broker, site_on):
     """A on the shared broker, B on its own broker, which goes away: A's sends fail with a capped, jittered
     backoff (each attempt waits at least what the previous one announced, at most transport.retry_max),

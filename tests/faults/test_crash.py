@@ -51,6 +51,7 @@ def _sending(site: Site, partner: str) -> bool:
             is not None
 
 
+@pytest.mark.timeout(600)  # five kills and restarts under a writer, then a convergence
 def test_kill9_of_the_sender_at_random_moments_loses_nothing(make_site):
     seed = random.randrange(2**32)
     rng = random.Random(seed)
@@ -90,6 +91,7 @@ def _applied_ids(engine, origin: str) -> set[str]:
                                                            records.c.category == "employee")).scalars())
 
 
+@pytest.mark.timeout(600)  # 6,000 records, two kills and restarts, then a convergence
 def test_kill9_of_the_receiver_mid_apply_never_half_applies(make_site):
     batch, total = 25, 6000  # 240 batches: enough that the kill lands mid-way however fast the apply is
     a = make_site("alpha", transport={"batch_records": batch, "heartbeat": FAST_HEARTBEAT})

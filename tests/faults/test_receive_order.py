@@ -40,6 +40,7 @@ def _parts_applied(engine, origin: str, before: str | None) -> int:
                                 .where(inbound_snapshot_parts.c.origin == origin)).scalar_one())
 
 
+@pytest.mark.timeout(600)  # 3,000 records twice, a kill and a restart, then a convergence
 def test_kill9_of_the_receiver_during_a_20_part_snapshot_converges_without_dead_letters(make_site, broker):
     a = make_site("alpha", transport={"batch_records": BATCH})
     b = make_site("beta")

@@ -113,6 +113,7 @@ def test_clear_keeps_pending_changes_for_the_next_send(make_site):
     wait_until(lambda: _ids(b, "employee", a.id) == {"e1"}, 60, what="the cleared change delivered by send-now")
 
 
+@pytest.mark.timeout(600)  # three daemon starts, a backup, a restore and a relink on a loaded machine
 def test_relink_converges_after_a_restore_from_an_older_backup(make_site):
     a, b = make_site("alpha"), make_site("beta")
     link(a, b)

@@ -150,6 +150,7 @@ def test_unexpected_send_exception_is_logged_counted_and_backed_off(make_site):
 
 
 # -- PostgreSQL refusing connections in the middle of a multi-part snapshot -----------------------------------------
+@pytest.mark.timeout(600)  # ten imports, a 60 s outage and a 400-record snapshot on a loaded machine
 def test_database_outage_during_a_snapshot_stops_consuming_and_resumes(make_site, backend):
     if backend != "postgresql":
         pytest.skip("ALLOW_CONNECTIONS is PostgreSQL's")
