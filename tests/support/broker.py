@@ -56,7 +56,8 @@ __all__ = [
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 ROOT_USER = "fedtest-root"
-START_TIMEOUT = 90.0
+START_TIMEOUT = 240.0  # a boot takes ~5 s on a quiet machine and minutes with four workers booting on 2 cores; a node
+# that dies is noticed at once (`_wait_ready` gives up when the process exits)
 STOP_TIMEOUT = 60.0
 
 
