@@ -18,7 +18,7 @@ from federationd import linklog, links
 from federationd.categories import CATEGORIES
 from federationd.schema import link_log
 from federationd.store import reading
-from tests.support.sites import Site, link
+from tests.support.sites import Site, access_synced, link
 from tests.support.waiting import never, wait_until
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,10 @@ def test_status_metrics_log_and_history(make_site):
     b = make_site("beta")
     link(a, b)
     b.put("department", "b-sales", {"name": "Sales", "parent": None, "order": 1})
-    wait_until(lambda: has_record(a, "department", "b-sales", b.id), 30, what="B's department at A")
+    wait_until(lambda: has_record(a, "department", "b-sales", b.id), 60, what="B's department at A")
+    # before anything reads the schedule or the link log: the policy controls are due at once and their rows
+    # land in the log in the background
+    wait_until(lambda: access_synced(a, b), 60, what="both sides' access settings synced")
 
     put_at = _changes_wait_for_the_quiet_period_until_send_now(a, b)
     _every_pinned_metric_by_partner(a, b, put_at)
@@ -272,6 +275,7 @@ def test_quiet_period_holds_while_the_partner_sends(make_site):
     a = make_site("alpha", schedule={"quiet_period": "1h", "max_delay": "2h", "busy_retry": "2s"})
     b = make_site("beta")
     link(a, b)
+    wait_until(lambda: access_synced(a, b), 60, what="both sides' access settings synced (sent at once)")
     wait_until(lambda: a.link_row(b.id)["next_send_at"] is None, 30, what="A with nothing due")
     a.put("employee", "quiet", {"name": "Waits an hour"})
     b.put("department", "b-sales", {"name": "Sales", "parent": None, "order": 1})

@@ -8,7 +8,9 @@ import time
 import pytest
 from sqlalchemy import delete, insert
 
+from federationd import controls
 from federationd.schema import bulk_lock
+from federationd.store import reading
 from tests.support.sites import link
 from tests.support.waiting import holds_for, wait_until
 
@@ -136,6 +138,11 @@ def test_accept_rules_are_synced_to_the_partner_on_start_and_on_reload(rules_pai
                60, what="B's changed accept rules at A")
 
 
+def _controls_waiting(site, partner):
+    with site.engine() as engine, reading(engine) as conn:
+        return controls.waiting(conn, partner)
+
+
 def test_fetch_asks_the_partner_to_send_now_rate_limited_and_its_pause_wins(make_site):
     """「登録後すぐにデータ連携したい場合は、手動で取得」: B fetches; A sends what it has pending at once (its quiet
     period is an hour), not while A pauses the link, and at most once per relink interval."""
@@ -145,10 +152,9 @@ def test_fetch_asks_the_partner_to_send_now_rate_limited_and_its_pause_wins(make
     a.cli("pause", b.id)
     a.put("employee", "e-1", {"name": "Registered just now"})
     assert b.json("fetch", a.id) == {"ok": True, "site": a.id}
-    # the path ran: A received the fetch (and granted it) while its pause holds the send back
-    wait_until(lambda: any("asked us to send now" in row["message"]
-                           for row in a.json("log", "--site", b.id, "--direction", "receive")), 60,
-               what="B's fetch received at A")
+    # the path ran: B's fetch is in A's broker (B's broker confirmed it, so it no longer waits at B); A, pausing
+    # the link, does not take it in until the resume
+    wait_until(lambda: not _controls_waiting(b, a.id), 60, what="B's fetch delivered to A's broker")
     holds_for(lambda: "e-1" not in _ids(b, "employee", a.id), 5, "nothing sent while A pauses the link")
     a.cli("resume", b.id)
     wait_until(lambda: "e-1" in _ids(b, "employee", a.id), 60, what="A's pending change fetched by B")

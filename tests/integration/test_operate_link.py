@@ -11,7 +11,7 @@ from sqlalchemy import update
 from federationd import links
 from federationd.schema import links as link_rows
 from federationd.store import reading
-from tests.support.sites import link
+from tests.support.sites import access_synced, link
 from tests.support.waiting import never, wait_until
 
 pytestmark = pytest.mark.integration
@@ -92,9 +92,10 @@ def test_clear_keeps_pending_changes_for_the_next_send(make_site):
     link(a, b)  # the initial snapshot goes at once, whatever the quiet period
     # pending_records is 0 before the snapshot went too; and A owes B a watermark for each part of B's snapshot,
     # due at once: wait until both snapshots are complete at the other side and A owes nothing
-    wait_until(lambda: _snapshot_complete(b, a.id) and _snapshot_complete(a, b.id)
+    # (and the first policy round's controls, due at once, sent both ways)
+    wait_until(lambda: _snapshot_complete(b, a.id) and _snapshot_complete(a, b.id) and access_synced(a, b)
                and (r := a.link_row(b.id))["pending_records"] == 0 and r["next_send_at"] is None, 60,
-               what="both initial snapshots complete, nothing due at A")
+               what="both initial snapshots complete and the access settings synced, nothing due at A")
     a.put("employee", "e1", {"name": "One"})
     row = a.link_row(b.id)
     due = datetime.fromisoformat(row["next_send_at"].replace("Z", "+00:00"))
