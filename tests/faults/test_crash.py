@@ -43,6 +43,7 @@ BUSY_SCHEDULE = {"quiet_period": "500ms", "max_delay": "1s", "busy_retry": "1s"}
 # The broker notices a killed client's TLS connection only when it next writes to it (a heartbeat): until then the
 # deliveries that client held are not redelivered. A short heartbeat keeps the test short (docs/reliability.md).
 FAST_HEARTBEAT = "4s"
+ACTIVE = "now sends and consumes for site"  # the daemon's line once it holds the site's lock (stale marks cleared)
 
 
 def _sending(site: Site, partner: str) -> bool:
@@ -74,7 +75,11 @@ def test_kill9_of_the_sender_at_random_moments_loses_nothing(make_site):
                 moments.append("at random")
             kill9(a)
             assert b.proc.poll() is None
+            actives = a.log_text().count(ACTIVE)
             a.start()
+            # the killed daemon's "sending" mark stays until the new one, becoming active, clears it: a wait for
+            # "sending" must not be answered by that stale mark
+            wait_until(lambda: a.log_text().count(ACTIVE) > actives, 60, what=f"{a.id} active again")  # noqa: B023
         wait_until(lambda: writer.writes >= 50 or writer.error, 60, what="at least 50 writes in all")
     finally:
         writer.stop()
