@@ -140,7 +140,7 @@ def test_bad_messages_are_dead_lettered_counted_logged_and_never_block(make_site
                what="the honest messages behind the bad ones applied at A")
     assert [r["id"] for r in a.records("group", origin=b.id)] == ["honest"]
     assert [r["id"] for r in a.records("employee", origin=b.id, include_deleted=True)] == ["b-real"]
-    wait_until(lambda: {r["id"] for r in a.records("position", origin=b.id)} == {"half-good", "x14"}, 30,
+    wait_until(lambda: {r["id"] for r in a.records("position", origin=b.id)} == {"half-good", "x14"}, 60,
                what="the good record beside a bad one, and the early snapshot part, applied")
     assert a.records("employee", origin="site-zz", include_deleted=True) == []
     assert a.json("records", "get", "company", a.id)["data"]["company"] == a.cfg["site"]["company"]
@@ -196,7 +196,7 @@ def test_values_the_database_refuses_do_not_block_the_queue(make_site, broker):
     finally:
         connection.close()
     FIGURES[MALFORMED] += len(POISON)
-    wait_until(lambda: "behind" in {r["id"] for r in a.records("employee", origin=b.id)}, 20,
+    wait_until(lambda: "behind" in {r["id"] for r in a.records("employee", origin=b.id)}, 60,
                what="the good message behind the poison applied")
     held = {r["id"] for r in a.records("employee", origin=b.id, include_deleted=True)}
     assert not {"big-version", "big-epoch"} & held

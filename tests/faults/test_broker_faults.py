@@ -90,6 +90,7 @@ def _apply_held_back(site: Site, partner: str) -> Iterator[None]:
 
 LOST = "our own broker is unavailable"  # the consumer's outage line, once per outage
 APPLY_RETRIED = "message from {partner}, will retry"  # an apply that failed on our database (here: a lock wait)
+SESSION = "consuming from our own broker"  # the consumer's line at the start of each session
 
 
 def _lost_count(*sites: Site) -> dict[str, int]:
@@ -131,6 +132,7 @@ def _unacked(broker, vhost: str, partner: str) -> int:
     return int(queue.get("messages_unacknowledged") or 0)
 
 
+@pytest.mark.timeout(900)  # a broker boot, three restarts (one may be tried three times) and an alarm
 def test_broker_restarts_and_memory_alarm_lose_nothing(private_broker, site_on):
     """One linked pair on a private broker: a restart while sends are due, a restart while a batch is being
     applied, then a memory alarm. No daemon exits; after each fault both copies equal their origins."""
@@ -166,6 +168,9 @@ def test_broker_restarts_and_memory_alarm_lose_nothing(private_broker, site_on):
             wait_until(lambda: link_row(a, b.id).sent_seq >= _newest(a), 60, what="A's batches in B's broker")
             wait_until(lambda: _unacked(broker, b.id, a.id) > 0, 30, what="B holding a delivery it is applying")
             lost = _lost_count(a, b)
+            # counted before the stop: a consumer that reconnected more than once before (load) must not make the
+            # wait below true before this restart's reconnect
+            sessions = {site.id: site.log_text().count(SESSION) for site in (a, b)}
             broker.stop_app()
             FIGURES[BROKER_RESTARTS] += 1
         try:
@@ -175,14 +180,16 @@ def test_broker_restarts_and_memory_alarm_lose_nothing(private_broker, site_on):
             broker.start_app()
         _assert_converged(a, b, through_cli=False)
         for site in (a, b):  # both consumers come back on their own
-            wait_until(lambda: site.log_text().count("consuming from our own broker") >= 2 + attempt, 60,  # noqa: B023
+            wait_until(lambda: site.log_text().count(SESSION) > sessions[site.id], 60,  # noqa: B023
                        what=f"{site.id}'s consumer reconnected after the restart")
         if b.log_text().count(APPLY_RETRIED.format(partner=a.id)) == timed_out:
             break  # the apply outlasted the outage: the case this phase is about
     else:
         pytest.fail("three times, B's apply gave up waiting for the held lock before the broker had stopped")
-    assert re.search(rf"{re.escape(a.id)}: received 50 record\(s\), applied 0, skipped 50 duplicate", b.log_text()), \
-        "the batch applied before the restart was not redelivered and skipped"
+    # the consumer says it is back before the redelivered batch is applied: wait for the apply's line
+    wait_until(lambda: re.search(rf"{re.escape(a.id)}: received 50 record\(s\), applied 0, skipped 50 duplicate",
+                                 b.log_text()), 60,
+               what="the batch applied before the restart redelivered and skipped as a duplicate")
 
     # 3. a memory alarm: publishing blocks, nothing is lost, it resumes
     held = count_records(b, a.id, "employee")
@@ -196,10 +203,11 @@ def test_broker_restarts_and_memory_alarm_lose_nothing(private_broker, site_on):
         # marked sent, and the daemons wait instead of failing or exiting
         wait_until(lambda: link_row(a, b.id).sending_since is not None, 90, interval=0.05,
                    what="A's send started (and blocked)")
+        # the mark is set before the connection opens; the management API shows the block a few seconds late
+        wait_until(lambda: any(c.get("state") in ("blocked", "blocking") for c in broker.connections()), 60,
+                   what="A's connection blocked by the alarm")
         holds_for(lambda: _alive(a, b) and count_records(b, a.id, "employee") == held
                   and link_row(a, b.id).sent_seq < _newest(a), 3, "publishing blocked by the alarm")
-        assert any(c.get("state") in ("blocked", "blocking") for c in broker.connections()), \
-            "no connection blocked by the alarm"
     finally:
         broker.set_memory_watermark(0.4)
     _assert_converged(a, b)
@@ -217,6 +225,7 @@ def _count_rev(site: Site, origin: str, rev: int) -> int:
         return sum(r.data.get("rev") == rev for r in list_records(conn, origin, "employee"))
 
 
+@pytest.mark.timeout(600)  # a broker boot, an outage of several attempts and a convergence
 def test_partner_away_for_a_while_backs_off_then_delivers_everything(make_site, private_broker, site_on):
     """A on the shared broker, B on its own broker, which goes away: A's sends fail with a capped, jittered
     backoff (each attempt waits at least what the previous one announced, at most transport.retry_max),
@@ -264,7 +273,7 @@ def test_partner_away_for_a_while_backs_off_then_delivers_everything(make_site, 
 
     diff = converge(a, b, 120, CATS)
     assert diff.clean, diff
-    wait_until(lambda: a.metric("federationd_link_up", site=b.id) == 1, 30, what="link_up back to 1")
+    wait_until(lambda: a.metric("federationd_link_up", site=b.id) == 1, 60, what="link_up back to 1")
     assert a.link_row(b.id)["pending_records"] == 0
 
 
@@ -292,7 +301,9 @@ def test_disk_alarm_blocks_sends_until_lifted_and_loses_nothing(private_broker, 
         wait_until(lambda: a.metric("federationd_send_errors_total", site=b.id) > errors_before, 180,
                    what="A's blocked send given up and counted as failed")
         assert count_records(b, a.id, "employee") == 0 and link_row(a, b.id).sent_seq < _newest(a)
-        assert re.search(rf"send to {re.escape(b.id)} failed \(attempt \d+\)", a.log_text()), a.log_text()[-2000:]
+        # counted first, then logged: wait for the line
+        wait_until(lambda: re.search(rf"send to {re.escape(b.id)} failed \(attempt \d+\)", a.log_text()), 30,
+                   what="A's failed attempt logged")
         assert _alive(a, b)
     finally:
         broker.set_disk_free_limit("50MB")

@@ -93,7 +93,7 @@ def test_partner_credential_can_only_publish_its_own_routing_key_until_released(
     with pytest.raises(ManagementAPIError) as management:  # no management tags
         broker.api("GET", f"/api/queues/{a.id}", auth=(user, password))
     assert management.value.status == 401
-    wait_until(lambda: "probe" in {r["id"] for r in a.records("employee", origin=b.id)}, 30,
+    wait_until(lambda: "probe" in {r["id"] for r in a.records("employee", origin=b.id)}, 60,
                what="the one allowed publish applied")
     assert "partner-made" not in {q["name"] for q in broker.api("GET", f"/api/queues/{a.id}")}
 

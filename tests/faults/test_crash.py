@@ -43,6 +43,7 @@ BUSY_SCHEDULE = {"quiet_period": "500ms", "max_delay": "1s", "busy_retry": "1s"}
 # The broker notices a killed client's TLS connection only when it next writes to it (a heartbeat): until then the
 # deliveries that client held are not redelivered. A short heartbeat keeps the test short (docs/reliability.md).
 FAST_HEARTBEAT = "4s"
+ACTIVE = "now sends and consumes for site"  # the daemon's line once it holds the site's lock (stale marks cleared)
 
 
 def _sending(site: Site, partner: str) -> bool:
@@ -51,6 +52,7 @@ def _sending(site: Site, partner: str) -> bool:
             is not None
 
 
+@pytest.mark.timeout(600)  # five kills and restarts under a writer, then a convergence
 def test_kill9_of_the_sender_at_random_moments_loses_nothing(make_site):
     seed = random.randrange(2**32)
     rng = random.Random(seed)
@@ -73,7 +75,11 @@ def test_kill9_of_the_sender_at_random_moments_loses_nothing(make_site):
                 moments.append("at random")
             kill9(a)
             assert b.proc.poll() is None
+            actives = a.log_text().count(ACTIVE)
             a.start()
+            # the killed daemon's "sending" mark stays until the new one, becoming active, clears it: a wait for
+            # "sending" must not be answered by that stale mark
+            wait_until(lambda: a.log_text().count(ACTIVE) > actives, 60, what=f"{a.id} active again")  # noqa: B023
         wait_until(lambda: writer.writes >= 50 or writer.error, 60, what="at least 50 writes in all")
     finally:
         writer.stop()
@@ -90,6 +96,7 @@ def _applied_ids(engine, origin: str) -> set[str]:
                                                            records.c.category == "employee")).scalars())
 
 
+@pytest.mark.timeout(600)  # 6,000 records, two kills and restarts, then a convergence
 def test_kill9_of_the_receiver_mid_apply_never_half_applies(make_site):
     batch, total = 25, 6000  # 240 batches: enough that the kill lands mid-way however fast the apply is
     a = make_site("alpha", transport={"batch_records": batch, "heartbeat": FAST_HEARTBEAT})
@@ -97,7 +104,12 @@ def test_kill9_of_the_receiver_mid_apply_never_half_applies(make_site):
     link(a, b)
     wait_until(lambda: count_records(b, a.id, "company") == 1, 60, what="the initial snapshot at B")
 
+    cancels = b.log_text().count(f"stopped consuming federation.inbound.{a.id}\n")
     b.cli("pause", a.id)  # A's batches wait in B's broker until B consumes them all in a row
+    # the pause is in B's database at once; B's consumer lets go of A's queue at its next sync: wait for that,
+    # else B may take the batches in as they arrive and be done before the first kill
+    wait_until(lambda: b.log_text().count(f"stopped consuming federation.inbound.{a.id}\n") > cancels, 60,
+               what="B's consumer off A's queue")
     rows = [(f"e{n:04d}", {"name": f"Employee {n}", "kana": "シャイン", "email": f"e{n}@a.example",
                            "departments": ["sales", "support"]}) for n in range(total)]
     with a.engine() as engine, engine.begin() as conn:  # one host transaction, 240 batches on the wire

@@ -69,7 +69,7 @@ def test_no_secret_in_logs_status_log_metrics_or_errors(make_site, broker):
                      .values(public_url="amqps://localhost:9/nowhere"))
     FIGURES[UNREACHABLE] += 1  # the link's endpoint edited in A's database to a closed port
     cli.run(a, "records", "put", "employee", "e9", "--data", '{"name": "E9"}')
-    wait_until(lambda: "cannot reach" in (a.link_row(b.id).get("note") or ""), 30, what="A's failed send")
+    wait_until(lambda: "cannot reach" in (a.link_row(b.id).get("note") or ""), 60, what="A's failed send")
     cli.run(a, "status")
     with a.engine() as engine, engine.begin() as conn:
         conn.execute(update(link_rows).where(link_rows.c.site == b.id)

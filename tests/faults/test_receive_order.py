@@ -40,6 +40,7 @@ def _parts_applied(engine, origin: str, before: str | None) -> int:
                                 .where(inbound_snapshot_parts.c.origin == origin)).scalar_one())
 
 
+@pytest.mark.timeout(600)  # 3,000 records twice, a kill and a restart, then a convergence
 def test_kill9_of_the_receiver_during_a_20_part_snapshot_converges_without_dead_letters(make_site, broker):
     a = make_site("alpha", transport={"batch_records": BATCH})
     b = make_site("beta")
@@ -53,7 +54,12 @@ def test_kill9_of_the_receiver_during_a_20_part_snapshot_converges_without_dead_
         conn.execute(insert(records).values(origin=a.id, category="employee", id="ghost", epoch=1, version=1,
                                             deleted=False, data='{"name":"ghost"}', updated_at=time.time()))
 
+    cancels = b.log_text().count(f"stopped consuming federation.inbound.{a.id}\n")
     b.cli("pause", a.id)  # the whole snapshot waits in B's queue, then B takes it in at full speed
+    # the pause is in B's database at once; B's consumer lets go of A's queue at its next sync: wait for that,
+    # else the snapshot may be applied as it arrives and be over before the kill
+    wait_until(lambda: b.log_text().count(f"stopped consuming federation.inbound.{a.id}\n") > cancels, 60,
+               what="B's consumer off A's queue")
     sent = link_row(a, b.id).last_send_at
     a.cli("relink", b.id)
     wait_until(lambda: (row := link_row(a, b.id)).last_send_at != sent and not row.snapshot_due, 90,

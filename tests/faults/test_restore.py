@@ -29,7 +29,7 @@ def test_restored_site_notices_before_it_sends_anything(make_site):
     wait_until(lambda: count_records(b, a.id, "employee") == 2, 60, what="the post-backup changes at B")
     newest = a.json("records", "get", "employee", "e2")["version"]
     # ... and B's watermark for them has reached A, as it normally has long before anyone restores a backup
-    wait_until(lambda: link_row(a, b.id).watermark_seq >= newest, 30, what="B's watermark at A")
+    wait_until(lambda: link_row(a, b.id).watermark_seq >= newest, 60, what="B's watermark at A")
 
     a.stop()
     a.restore()  # A's counters go back; B holds versions of A's that A's database never handed out

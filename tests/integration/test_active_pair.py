@@ -192,6 +192,7 @@ def test_fencing_a_daemon_cut_off_its_database_and_a_frozen_one(pair):
     # 3. the active daemon frozen (its sessions stay open, it answers nothing): A takes over once the server ends
     #    the frozen daemon's lock session; woken, the frozen daemon finds its lease gone and fences itself
     assert standby.proc is not None
+    frozen_at = len(standby.log_text())
     standby.proc.send_signal(signal.SIGSTOP)
     try:
         wait_until(lambda: active(a) == 1, 60, what="A takes over from the frozen daemon")
@@ -200,8 +201,9 @@ def test_fencing_a_daemon_cut_off_its_database_and_a_frozen_one(pair):
                    what="B's record applied by A")
     finally:
         standby.proc.send_signal(signal.SIGCONT)
-    wait_until(lambda: active(standby) == 0, 30, what="the woken daemon not active")
-    assert "fenced: " in standby.log_text().split("SIGSTOP", 1)[-1]
+    wait_until(lambda: active(standby) == 0, 60, what="the woken daemon not active")
+    # the gauge drops just before the line is logged: wait for the line, written after the freeze
+    wait_until(lambda: "fenced: " in standby.log_text()[frozen_at:], 30, what="the woken daemon saying it is fenced")
     holds_for(lambda: active(a) + active(standby) == 1, 3, what="exactly one daemon active")
     assert a.json("health")["active_daemon"] == label(a)
 

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(900)  # boots a broker of its own and runs four transfers: minutes on a loaded machine
 def test_bulk_benchmark_smoke_reports_baseline_shovel_and_cpu(tmp_path: Path, backend: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FED_BENCH_SCALE": "0.002", "FED_BENCH_ONLY": "bulk",
            "FED_BENCH_BACKENDS": backend, "FED_BENCH_RESULTS": str(tmp_path), "COLUMNS": "200"}
     done = subprocess.run([sys.executable, "-m", "benchmarks"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=280, check=False)
+                          timeout=840, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (results_file,) = tmp_path.glob("*.json")
     report = json.loads(results_file.read_text())

@@ -103,12 +103,12 @@ def test_bulk_lock_holds_a_due_send_back(pair):
     assert a.link_row(b.id)["pending_records"] == 1
     with a.engine() as engine, engine.begin() as conn:
         conn.execute(delete(bulk_lock))
-    wait_until(lambda: "e-9" in _ids(b, "employee", a.id), 30, what="the send after the lock is released")
+    wait_until(lambda: "e-9" in _ids(b, "employee", a.id), 60, what="the send after the lock is released")
 
 
 def test_accept_priority_visit_rules_and_networks(pair):
     a, b = pair
-    wait_until(lambda: b.json("access", "check", a.id, "e-1")["role"] == "admin", 30,
+    wait_until(lambda: b.json("access", "check", a.id, "e-1")["role"] == "admin", 60,
                what="A's visit rules known at B")
     check = b.json("access", "check", a.id, "e-1")
     assert check == {"allowed": True, "role": "admin", "products": None, "restrictions": [],
@@ -124,12 +124,12 @@ def test_accept_priority_visit_rules_and_networks(pair):
     a.cfg["links"][b.id]["visit"]["departments"].append("support")
     a.write_config()
     a.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: b.json("access", "check", a.id, "e-2")["allowed"], 30, what="the widened visit rules at B")
+    wait_until(lambda: b.json("access", "check", a.id, "e-2")["allowed"], 60, what="the widened visit rules at B")
 
 
 def test_sign_in_tickets(pair):
     a, b = pair
-    wait_until(lambda: b.json("access", "check", a.id, "e-1")["allowed"], 30, what="A's policy at B")
+    wait_until(lambda: b.json("access", "check", a.id, "e-1")["allowed"], 60, what="A's policy at B")
     ticket = a.cli("access", "ticket", b.id, "e-1").stdout.strip()
     answer = b.json("access", "redeem", ticket)
     assert answer == {"allowed": True, "role": "admin", "products": None, "restrictions": [],

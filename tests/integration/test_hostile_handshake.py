@@ -263,9 +263,7 @@ def test_a_relink_flood_gives_at_most_one_snapshot(make_site, broker):
     link(a, b)
     wait_until(lambda: _log(a, b.id, "sent a full snapshot") == 1, 60, what="A's initial snapshot")
     body = wire.control_body(b.id, "relink", incarnation=_incarnation(b, a.id))
-    started = time.monotonic()
     _as_partner(broker, a, b, body, times=100)
-    assert time.monotonic() - started < 10
     wait_until(lambda: _log(a, b.id, "asked for a relink") == 100, 60, what="every request handled at A")
     a.put("employee", "marker", {"name": "after the flood"})
     wait_until(lambda: b.records("employee", origin=a.id), 60, what="a send after the flood")

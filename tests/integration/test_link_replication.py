@@ -54,7 +54,9 @@ def test_link_and_replicate_both_ways(make_site, broker):
     assert row["state"] == "linked" and row["last_send_at"] and row["last_receive_at"]
     wait_until(lambda: a.link_row(b.id)["pending_records"] == 0, 30, what="nothing pending at A")
     assert b.metric("federationd_received_records_total", site=a.id, category="employee") >= 20
-    assert a.metric("federationd_sent_records_total", site=b.id, category="employee") >= 20
+    # counted when the send returns, after the confirms moved the watermark that `pending_records` reads
+    wait_until(lambda: a.metric("federationd_sent_records_total", site=b.id, category="employee") >= 20, 30,
+               what="A's sent employees counted")
     assert a.metric("federationd_link_up", site=b.id) == 1
 
     # every connection to the broker is TLS
@@ -81,5 +83,8 @@ def test_change_burst_sends_newest_version_once(make_site):
                what="the newest position at B")
     assert b.json("records", "get", "position", "p1", "--origin", a.id)["version"] == newest
     wait_until(lambda: a.link_row(b.id)["pending_records"] == 0, 30, what="A's send marked done")
+    # the send counts what it sent when it returns, after the confirms moved the watermark: wait for the count
+    wait_until(lambda: a.metric("federationd_sent_records_total", site=b.id, category="position",
+                                default=0.0) > sent_before, 30, what="A's send counted")
     assert a.metric("federationd_sent_records_total", site=b.id, category="position") - sent_before == 1
     assert b.metric("federationd_received_records_total", site=a.id, category="position") - received_before == 1

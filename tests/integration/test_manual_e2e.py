@@ -149,9 +149,11 @@ def test_relink_keeps_schedules_before_the_window_and_replaces_later_ones(pair: 
         conn.execute(delete(records).where(records.c.origin == a.id, records.c.category == "schedule",
                                            records.c.id.in_(["old-gone-at-a", "recent-gone-at-a"])))
     a.cli("relink", b.id)
-    wait_until(lambda: _live(b, "schedule", a.id).get("recent-kept", {}).get("title") == "recent-kept restored",
-               90, what="the relink's snapshot applied at B")
-    held = _live(b, "schedule", a.id)
+    # the data parts bring the restored content; the final part completes the snapshot and only then sweeps
+    # what A no longer holds: wait for both
+    held = wait_until(lambda: (now := _live(b, "schedule", a.id)).get("recent-kept", {}).get("title")
+                      == "recent-kept restored" and "recent-gone-at-a" not in now and now, 90,
+                      what="the relink's snapshot applied and complete at B")
     # later than the window's start: replaced by what A holds now
     assert "recent-gone-at-a" not in held, held
     # before the 1st of the previous month: never resent, so never replaced nor removed

@@ -8,7 +8,9 @@ import time
 import pytest
 from sqlalchemy import delete, insert
 
+from federationd import controls
 from federationd.schema import bulk_lock
+from federationd.store import reading
 from tests.support.sites import link
 from tests.support.waiting import holds_for, wait_until
 
@@ -37,13 +39,16 @@ def test_a_due_snapshot_waits_for_the_bulk_lock_an_operator_relink_does_not(make
     a.put("employee", "e-1", {"name": "Before the link"})
     _hold_bulk_lock(a)
     link(a, b)
-    holds_for(lambda: "e-1" not in _ids(b, "employee", a.id), 5, "the first snapshot waiting for the bulk lock")
-    assert "bulk job holds the lock" in a.log_text()
+    # the proof that the due snapshot was tried: the daemon says it waits for the lock (5 s of nothing at B
+    # proved nothing on a machine where the first try can come later than that)
+    wait_until(lambda: f"send to {b.id} waits: a bulk job holds the lock" in a.log_text(), 60,
+               what="A's first snapshot deferred for the bulk lock")
+    holds_for(lambda: "e-1" not in _ids(b, "employee", a.id), 3, "the first snapshot waiting for the bulk lock")
     a.cli("relink", b.id)
-    wait_until(lambda: "e-1" in _ids(b, "employee", a.id), 30, what="the operator's relink despite the lock")
+    wait_until(lambda: "e-1" in _ids(b, "employee", a.id), 60, what="the operator's relink despite the lock")
     _release_bulk_lock(a)
     a.put("employee", "e-2", {"name": "After the import"})
-    wait_until(lambda: "e-2" in _ids(b, "employee", a.id), 30, what="the next send after the lock is released")
+    wait_until(lambda: "e-2" in _ids(b, "employee", a.id), 60, what="the next send after the lock is released")
 
 
 ACCEPT = {"default": {"role": "read"}, "rules": [
@@ -113,12 +118,12 @@ def test_accept_rules_are_synced_to_the_partner_on_start_and_on_reload(rules_pai
     """「『訪問』『受入』の設定を保存すると、連携先のサイトと設定の同期」: B tells A its accept rules for A's
     employees; A keeps them and shows them; B's link log and status note say when the sync was confirmed."""
     a, b = rules_pair
-    wait_until(lambda: a.json("access", "list", b.id)["partner_accept"] == ACCEPT_TABLE, 30,
+    wait_until(lambda: a.json("access", "list", b.id)["partner_accept"] == ACCEPT_TABLE, 60,
                what="B's accept rules for A's employees, at A")
     assert a.json("link", "show", b.id)["partner_accept"] == ACCEPT_TABLE
     # the other direction travels on its own: A's visit rules reach B in A's own send
-    wait_until(lambda: b.json("link", "show", a.id)["partner_visit"] == VISIT, 30, what="A's visit rules at B")
-    wait_until(lambda: "access settings" in (note := b.link_row(a.id)["note"] or "") and "confirmed" in note, 30,
+    wait_until(lambda: b.json("link", "show", a.id)["partner_visit"] == VISIT, 60, what="A's visit rules at B")
+    wait_until(lambda: "access settings" in (note := b.link_row(a.id)["note"] or "") and "confirmed" in note, 60,
                what="the sync noted at B as confirmed")
     sent = [row["message"] for row in b.json("log", "--site", a.id, "--direction", "send")]
     assert any("access settings" in message and "confirmed" in message for message in sent), sent
@@ -130,7 +135,12 @@ def test_accept_rules_are_synced_to_the_partner_on_start_and_on_reload(rules_pai
     b.write_config()
     b.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: a.json("access", "list", b.id)["partner_accept"] == {"default": _grant("none"), "rules": []},
-               30, what="B's changed accept rules at A")
+               60, what="B's changed accept rules at A")
+
+
+def _controls_waiting(site, partner):
+    with site.engine() as engine, reading(engine) as conn:
+        return controls.waiting(conn, partner)
 
 
 def test_fetch_asks_the_partner_to_send_now_rate_limited_and_its_pause_wins(make_site):
@@ -142,15 +152,18 @@ def test_fetch_asks_the_partner_to_send_now_rate_limited_and_its_pause_wins(make
     a.cli("pause", b.id)
     a.put("employee", "e-1", {"name": "Registered just now"})
     assert b.json("fetch", a.id) == {"ok": True, "site": a.id}
+    # the path ran: B's fetch is in A's broker (B's broker confirmed it, so it no longer waits at B); A, pausing
+    # the link, does not take it in until the resume
+    wait_until(lambda: not _controls_waiting(b, a.id), 60, what="B's fetch delivered to A's broker")
     holds_for(lambda: "e-1" not in _ids(b, "employee", a.id), 5, "nothing sent while A pauses the link")
     a.cli("resume", b.id)
-    wait_until(lambda: "e-1" in _ids(b, "employee", a.id), 30, what="A's pending change fetched by B")
+    wait_until(lambda: "e-1" in _ids(b, "employee", a.id), 60, what="A's pending change fetched by B")
     granted = [row["message"] for row in a.json("log", "--site", b.id, "--direction", "receive")]
     assert any("asked us to send now: sending" in message for message in granted), granted
 
     a.put("employee", "e-2", {"name": "Too soon"})
     b.cli("fetch", a.id)
-    wait_until(lambda: any("declined" in row["message"] for row in a.json("log", "--site", b.id)), 30,
+    wait_until(lambda: any("declined" in row["message"] for row in a.json("log", "--site", b.id)), 60,
                what="the second fetch within the interval declined at A")
     holds_for(lambda: "e-2" not in _ids(b, "employee", a.id), 3, "the declined fetch sending nothing")
     refused = b.cli("fetch", "nosuchsite", check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import update
 from federationd import links
 from federationd.schema import links as link_rows
 from federationd.store import reading
-from tests.support.sites import link
+from tests.support.sites import access_synced, link
 from tests.support.waiting import never, wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,10 +31,20 @@ def _copy(site, category, origin):
     return {r["id"]: (r["deleted"], r["data"]) for r in site.records(category, origin=origin, include_deleted=True)}
 
 
+def _snapshot_complete(site, origin):
+    """`site` applied the final part of a snapshot of `origin`'s (the empty part that closes it)."""
+    return re.search(rf"{re.escape(origin)}: received .*, snapshot \S+ complete", site.log_text()) is not None
+
+
 def _due(site, partner):
     """The link's next send is due (scheduled at or before now)."""
     due = site.link_row(partner)["next_send_at"]
     return due is not None and datetime.fromisoformat(due.replace("Z", "+00:00")) <= datetime.now(UTC)
+
+
+def _stopped_consuming(site, partner):
+    """How often the site's consumer said it cancelled its subscription to `partner`'s inbound queue."""
+    return site.log_text().count(f"stopped consuming federation.inbound.{partner}\n")
 
 
 def _live(site, category, origin):
@@ -44,17 +55,22 @@ def test_pause_and_resume_per_link_and_site_wide_lose_nothing(make_site, broker)
     a, b = make_site("alpha"), make_site("beta")
     link(a, b)
 
+    stopped_at_b = _stopped_consuming(b, a.id)
     b.cli("pause", a.id)  # B stops consuming A's queue; A still sends
     wait_until(lambda: b.link_row(a.id)["paused"], 30, what="B shows the link paused")
+    # the pause is in the database at once; B's consumer cancels its subscription at its next sync
+    wait_until(lambda: _stopped_consuming(b, a.id) > stopped_at_b, 60, what="B's consumer off A's queue")
     for i in range(3):
         a.put("employee", f"e{i}", {"name": f"E{i}"})
     wait_until(lambda: _queued(broker, b.id, a.id) >= 1, 30, what="A's batch waiting in B's broker")
     assert _ids(b, "employee", a.id) == set()
     b.cli("resume", a.id)
-    wait_until(lambda: _ids(b, "employee", a.id) == {"e0", "e1", "e2"}, 30, what="the batch applied after resume")
+    wait_until(lambda: _ids(b, "employee", a.id) == {"e0", "e1", "e2"}, 60, what="the batch applied after resume")
 
+    stopped_at_a = _stopped_consuming(a, b.id)
     a.cli("pause")  # the whole site: neither sends nor consumes
     wait_until(lambda: a.metric("federationd_paused") == 1, 30, what="A paused site-wide")
+    wait_until(lambda: _stopped_consuming(a, b.id) > stopped_at_a, 60, what="A's consumer off B's queue")
     a.put("employee", "late", {"name": "Late"})
     b.put("department", "d1", {"name": "Dept"})
     # both paths ran: A's send fell due (its 1 s quiet period passed) and B's batch waits in A's broker, unconsumed
@@ -66,7 +82,7 @@ def test_pause_and_resume_per_link_and_site_wide_lose_nothing(make_site, broker)
     assert row["paused"] is True and row["pending_records"] == 1
     assert _queued(broker, a.id, b.id) >= 1
     a.cli("resume")
-    wait_until(lambda: "late" in _ids(b, "employee", a.id) and _ids(a, "department", b.id) == {"d1"}, 30,
+    wait_until(lambda: "late" in _ids(b, "employee", a.id) and _ids(a, "department", b.id) == {"d1"}, 60,
                what="both directions flowing after resume")
 
 
@@ -74,7 +90,12 @@ def test_clear_keeps_pending_changes_for_the_next_send(make_site):
     a = make_site("alpha", schedule={"quiet_period": "1h", "max_delay": "2h", "busy_retry": "2s"})
     b = make_site("beta")
     link(a, b)  # the initial snapshot goes at once, whatever the quiet period
-    wait_until(lambda: a.link_row(b.id)["pending_records"] == 0, 30, what="A's initial snapshot marked sent")
+    # pending_records is 0 before the snapshot went too; and A owes B a watermark for each part of B's snapshot,
+    # due at once: wait until both snapshots are complete at the other side and A owes nothing
+    # (and the first policy round's controls, due at once, sent both ways)
+    wait_until(lambda: _snapshot_complete(b, a.id) and _snapshot_complete(a, b.id) and access_synced(a, b)
+               and (r := a.link_row(b.id))["pending_records"] == 0 and r["next_send_at"] is None, 60,
+               what="both initial snapshots complete and the access settings synced, nothing due at A")
     a.put("employee", "e1", {"name": "One"})
     row = a.link_row(b.id)
     due = datetime.fromisoformat(row["next_send_at"].replace("Z", "+00:00"))
@@ -90,9 +111,10 @@ def test_clear_keeps_pending_changes_for_the_next_send(make_site):
 
     a.start()
     a.cli("send-now", b.id)
-    wait_until(lambda: _ids(b, "employee", a.id) == {"e1"}, 30, what="the cleared change delivered by send-now")
+    wait_until(lambda: _ids(b, "employee", a.id) == {"e1"}, 60, what="the cleared change delivered by send-now")
 
 
+@pytest.mark.timeout(600)  # three daemon starts, a backup, a restore and a relink on a loaded machine
 def test_relink_converges_after_a_restore_from_an_older_backup(make_site):
     a, b = make_site("alpha"), make_site("beta")
     link(a, b)
@@ -157,8 +179,10 @@ def test_release_stops_both_sides_revokes_and_allows_a_new_link(make_site, broke
     assert _ids(b, "department", a.id) == set() and _ids(b, "company", a.id) == set()
     assert _ids(b, "schedule", a.id) == {"s1"}  # synced schedules stay
     assert _ids(a, "employee", b.id) == set()
-    users = {u["name"] for u in broker.api("GET", "/api/users")}
-    assert f"fed.{a.id}.{b.id}" not in users and f"fed.{b.id}.{a.id}" not in users
+    # A revokes B's user before its `release` returns; B revokes A's after committing the release it received
+    wait_until(lambda: not {f"fed.{a.id}.{b.id}", f"fed.{b.id}.{a.id}"} & {u["name"] for u in
+                                                                         broker.api("GET", "/api/users")}, 30,
+               what="both partner users revoked")
     wait_until(lambda: not [c for c in broker.connections() if c.get("user", "").startswith("fed.")], 30,
                what="no partner connection left")
 

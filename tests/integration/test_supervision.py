@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import urllib.error
@@ -82,7 +83,7 @@ def test_consumer_recovers_from_a_database_error_in_its_subscription_sync(make_s
     link(a, b)
     assert a.metric("federationd_consumer_up") == 1
     with renamed_table(a, "links"):
-        wait_until(lambda: a.metric("federationd_consumer_up") == 0, 20, what="consumer_up 0 while the table is gone")
+        wait_until(lambda: a.metric("federationd_consumer_up") == 0, 60, what="consumer_up 0 while the table is gone")
         b.put("employee", "during", {"name": "Sent while the receiver's database failed"})
     wait_until(lambda: a.metric("federationd_consumer_up") == 1, 30, what="the consumer up again by itself")
     wait_until(lambda: "during" in names(a, b.id), 30, what="the record sent meanwhile applied at A")
@@ -128,10 +129,16 @@ def test_unexpected_send_exception_is_logged_counted_and_backed_off(make_site):
         conn.execute(text("UPDATE links SET public_url = 'amqps://localhost:99999/x' WHERE site = :s"), {"s": b.id})
     a.put("employee", "e-1", {"name": "Never sent"})
     a.cli("send-now", b.id)
-    wait_until(lambda: a.metric("federationd_send_errors_total", site=b.id) >= 1, 30,
+    wait_until(lambda: a.metric("federationd_send_errors_total", site=b.id) >= 1, 60,
                what="the unexpected send error counted")
-    with a.engine() as engine, reading(engine) as conn:
-        row = links.require(conn, b.id)
+
+    def failure_recorded() -> links.Link | None:
+        # the counter goes up first, then the warning is logged and the failure written on the link row
+        with a.engine() as engine, reading(engine) as conn:
+            row = links.require(conn, b.id)
+        return row if row.failures >= 1 else None
+
+    row = wait_until(failure_recorded, 60, what="the failure recorded on the link row")
     assert row.failures >= 1 and row.retry_at is not None and row.retry_at > row.failures
     assert row.last_error and "Port out of range" in row.last_error
     lines = [line for line in a.log_text().splitlines() if "unexpected" in line and b.id in line]
@@ -143,6 +150,7 @@ def test_unexpected_send_exception_is_logged_counted_and_backed_off(make_site):
 
 
 # -- PostgreSQL refusing connections in the middle of a multi-part snapshot -----------------------------------------
+@pytest.mark.timeout(600)  # ten imports, a 60 s outage and a 400-record snapshot on a loaded machine
 def test_database_outage_during_a_snapshot_stops_consuming_and_resumes(make_site, backend):
     if backend != "postgresql":
         pytest.skip("ALLOW_CONNECTIONS is PostgreSQL's")
@@ -193,10 +201,10 @@ def test_two_daemons_one_active_and_the_standby_takes_over(make_site):
     standby = twin(a)
     try:
         standby.start()
-        wait_until(lambda: "standby" in standby.log_text(), 20, what="the second daemon says it is a standby")
+        wait_until(lambda: "standby" in standby.log_text(), 60, what="the second daemon says it is a standby")
         assert a.metric("federationd_active") == 1
         assert standby.metric("federationd_active") == 0
-        wait_until(lambda: inbound_consumers(a, b.id) == 1, 20, what="A consuming its inbound queue")
+        wait_until(lambda: inbound_consumers(a, b.id) == 1, 60, what="A consuming its inbound queue")
         holds_for(lambda: inbound_consumers(a, b.id) == 1, 6, what="one consumer on the inbound queue")
         health = json.loads(a.cli("health", "--json").stdout)
         holder = f"{socket.gethostname()} pid {a.proc.pid}"
@@ -302,15 +310,15 @@ def test_an_active_daemon_that_loses_its_lock_session_fences_itself(make_site, b
     standby = twin(a)
     try:
         standby.start()
-        wait_until(lambda: "standby" in standby.log_text(), 20, what="the second daemon is a standby")
+        wait_until(lambda: "standby" in standby.log_text(), 60, what="the second daemon is a standby")
         assert a.pg_name is not None
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             killed = admin.execute(
                 "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
                 "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = %s", (a.pg_name,)).fetchall()
         assert killed == [(True,)]
-        wait_until(lambda: "lost the site's active lock" in a.log_text(), 20, what="A fences itself")
-        wait_until(lambda: a.metric("federationd_active") + standby.metric("federationd_active") == 1, 20,
+        wait_until(lambda: "lost the site's active lock" in a.log_text(), 60, what="A fences itself")
+        wait_until(lambda: a.metric("federationd_active") + standby.metric("federationd_active") == 1, 60,
                    what="exactly one daemon active again")
         holds_for(lambda: a.metric("federationd_active") + standby.metric("federationd_active") == 1, 3,
                   what="exactly one daemon active")
@@ -333,18 +341,23 @@ def test_a_send_that_waits_on_our_database_past_the_heartbeat_reconnects_without
     b = make_site("beta")
     a.put("employee", "e1", {"name": "First"})
     link(a, b)
-    wait_until(lambda: "e1" in names(b, a.id), 60, what="A's first snapshot applied at B")
-    snapshots_at_b = b.log_text().count(f"{a.id}: received 0 record(s)")
+    # e1 arrives in a data part; the empty final part that completes the snapshot comes after it: wait for
+    # that, so that the completion counted below as new can only be the relink's
+    first = wait_until(lambda: completed_snapshots(b, a.id), 60, what="A's first snapshot complete at B")
     with psycopg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{a.pg_name}") as holder:
         holder.execute("LOCK TABLE site_state IN EXCLUSIVE MODE")  # reads go on, updates wait
         a.cli("relink", b.id, "--now")
         holds_for(lambda: a.proc is not None and a.proc.poll() is None, 20, what="A alive while its send waits")
         holder.rollback()
-    wait_until(lambda: b.log_text().count(f"{a.id}: received 0 record(s)") > snapshots_at_b, 60,
-               what="A's new snapshot complete at B")
+    wait_until(lambda: completed_snapshots(b, a.id) - first, 60, what="A's new snapshot complete at B")
     log = a.log_text()
     assert f"send to {b.id} failed" not in log and "cannot reach broker" not in log, log[-2000:]
     assert f"{b.id}: the connection to its broker closed while" in log, log[-2000:]
+
+
+def completed_snapshots(site: Site, origin: str) -> set[str]:
+    """The ids of `origin`'s snapshots `site` says it completed ("ORIGIN: received ..., snapshot ID complete")."""
+    return set(re.findall(rf"{re.escape(origin)}: received .*, snapshot (\S+) complete", site.log_text()))
 
 
 def test_heartbeats_flow_during_a_long_apply(make_site, backend):

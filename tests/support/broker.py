@@ -56,7 +56,8 @@ __all__ = [
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 ROOT_USER = "fedtest-root"
-START_TIMEOUT = 90.0
+START_TIMEOUT = 240.0  # a boot takes ~5 s on a quiet machine and minutes with four workers booting on 2 cores; a node
+# that dies is noticed at once (`_wait_ready` gives up when the process exits)
 STOP_TIMEOUT = 60.0
 
 
@@ -478,7 +479,7 @@ log.file = false
         body: Any = None,
         *,
         auth: tuple[str, str] | None = None,
-        timeout: float = 10.0,
+        timeout: float = 30.0,  # a loaded machine's management API can take seconds; a refusal still fails fast
     ) -> Any:
         """Call the management HTTP API and return the decoded JSON (``None`` for an empty body).
 

@@ -275,6 +275,17 @@ def link(a: Site, b: Site, timeout: float = 60) -> str:
     return str(issued["token"])
 
 
+def access_synced(site: Site, partner: Site) -> bool:
+    """Both daemons' first policy round after their link is over, as `site`'s link log shows it: its visit and
+    accept rules confirmed by the partner's broker, the partner's received. Each daemon runs that round on its own
+    clock (every few seconds), a little after the link: until then a send is due at once at `site` (its policy
+    controls) and rows keep arriving in its link log, whatever the quiet period."""
+    messages = [row["message"] for row in site.json("log", "--site", partner.id)]
+    return (sum(m.startswith("access settings sync confirmed") for m in messages) >= 2
+            and any(m.startswith("the partner's visit rules") for m in messages)
+            and any(m.startswith("the partner's accept rules") for m in messages))
+
+
 # Verbs that run inside the test process: the read-only ones, and those that only write the database, talk to
 # a broker or its management API and return (no daemon, no signal handler, no process-wide setting). Each saves
 # a Python start-up (about 0.5 s of CPU); `federationd run` and anything given `process=True` stay processes.
