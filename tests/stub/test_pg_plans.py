@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import Connection, Engine
 
-from federationd.handlers.changes import _held
+from federationd.handlers.changes import _held, sweep
 from federationd.outbox.batches import _page, next_batch
 from federationd.schema import records
 from federationd.store import make_engine, migrate
@@ -93,3 +93,20 @@ def test_the_receivers_look_up_fetches_only_held_records(engine: Engine) -> None
         fetched = _fetched(conn) - before
     assert held == {("employee", "e-00007"): (1, 8)}
     assert fetched <= len(keys), f"read {fetched} rows to look up {len(keys)} keys"
+
+
+def test_a_sweep_fetches_each_doomed_record_once_more(engine: Engine) -> None:
+    """The stale records are found with one read of the origin; each is then tombstoned through its key, not by a
+    scan of the category per 500 ids."""
+    doomed = 2000
+    with engine.connect() as conn:
+        conn.execute(records.insert(), [
+            {"origin": "site-c", "category": "employee", "id": f"c-{i:05d}", "epoch": 1, "version": i + 1,
+             "deleted": False, "data": "{}", "updated_at": 0.0} for i in range(doomed)])
+        before = _fetched(conn)
+        swept = sweep(conn, "site-c", 2, ["employee"], None, 1.0)
+        fetched = _fetched(conn) - before
+        live = conn.exec_driver_sql("SELECT count(*) FROM records WHERE origin = 'site-c' AND NOT deleted").scalar()
+        conn.rollback()
+    assert swept == doomed and live == 0
+    assert fetched <= 2 * doomed + 10, f"read {fetched} rows to sweep {doomed}"
