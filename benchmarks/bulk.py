@@ -75,6 +75,9 @@ def run_federationd(ctx: Context, backend: str, count: int) -> dict[str, float]:
         import_seconds = time.perf_counter() - started
         rt_a = Runtime(load_config(a.config_path))
         stack.callback(rt_a.dispose)
+        with reading(engine_a) as conn:  # sent last: changes go in version order
+            last = conn.execute(text("SELECT id FROM records WHERE origin = :o AND category = 'employee' "
+                                     "ORDER BY version DESC LIMIT 1"), {"o": a.id}).scalar_one()
         pid_a, pid_b = daemon_pid(a), daemon_pid(b)
         cpu_a, cpu_b = proc_cpu_seconds(pid_a), proc_cpu_seconds(pid_b)
         wall0 = time.time()
@@ -84,7 +87,8 @@ def run_federationd(ctx: Context, backend: str, count: int) -> dict[str, float]:
         # direction); the daemon sees the request at its next tick, as it would the CLI's
         if lifecycle.send_now(rt_a, b.id) != [b.id]:
             raise AssertionError(f"send-now did not target {b.id}")
-        done = wait_for_count(engine_b, a.id, count, timeout_for(count), interval=0.05, what="A's employees at B")
+        done = wait_for_count(engine_b, a.id, count, timeout_for(count), interval=0.05, what="A's employees at B",
+                              last=last)
         cpu_a, cpu_b = proc_cpu_seconds(pid_a) - cpu_a, proc_cpu_seconds(pid_b) - cpu_b
         elapsed = done - t0
         last_send = _wall(engine_a, "SELECT last_send_at FROM links WHERE site = :s", {"s": b.id})

@@ -212,12 +212,23 @@ def wait_settled(engine_a: Engine, a: str, engine_b: Engine, b: str, timeout: fl
                timeout, 0.2, what=f"the initial snapshots of {a} and {b} applied")
 
 
+def holds(engine: Engine, origin: str, record_id: str, category: str = "employee") -> bool:
+    """The live record is in a site's database: one primary-key probe, whatever the size of the table."""
+    with reading(engine) as conn:
+        return conn.execute(text("SELECT 1 FROM records WHERE origin = :o AND category = :c AND id = :i AND "
+                                 "deleted = :d"), {"o": origin, "c": category, "i": record_id, "d": False}).first() \
+            is not None
+
+
 def wait_for_count(engine: Engine, origin: str, expected: int, timeout: float, interval: float = 0.1,
-                   what: str = "records applied") -> float:
+                   what: str = "records applied", last: str | None = None) -> float:
     """Poll a site's database until `expected` live employees of `origin` are there; return the monotonic time
-    at which the count was first seen complete."""
-    wait_until(lambda: count_records(engine, origin) >= expected, timeout, interval,
-               what=f"{expected} {what} (origin {origin})")
+    at which the count was first seen complete. With `last` (the employee sent last), only it is looked up until
+    it is there, and the count, which reads every record of the origin, runs only then: counting every 50 ms
+    cost the database more the fuller the table got (a 50,000-record run on PostgreSQL read 2.5 million rows of
+    the receiver's table that way, next to its 50,000 applied), and that was taken from the daemons measured."""
+    wait_until(lambda: (last is None or holds(engine, origin, last)) and count_records(engine, origin) >= expected,
+               timeout, interval, what=f"{expected} {what} (origin {origin})")
     return time.monotonic()
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -27,6 +28,31 @@ def canonical(data: dict[str, Any]) -> str:
     faster. The same compact, sorted, UTF-8 text but for how some floats are spelt (`1e16`, not `1e+16`): the
     same numbers. Not for anything else: it writes NaN as null and encodes types `dumps` refuses."""
     return _CANONICAL.encode(data).decode()
+
+
+# The previous values first (OFFSET 0 keeps the subquery from being merged into the outer list), then off for the
+# rest of the transaction; `is_local` = true: a rollback or commit restores them in any case.
+_INDEX_ORDER_ON = ("SELECT bitmap, sort, set_config('enable_bitmapscan', 'off', true), "
+                   "set_config('enable_sort', 'off', true) "
+                   "FROM (SELECT current_setting('enable_bitmapscan') AS bitmap, "
+                   "current_setting('enable_sort') AS sort OFFSET 0) AS previous")
+_INDEX_ORDER_OFF = ("SELECT set_config('enable_bitmapscan', %(bitmap)s, true), "
+                    "set_config('enable_sort', %(sort)s, true)")
+
+
+@contextlib.contextmanager
+def index_order(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, plan the `ORDER BY ... LIMIT n` reads inside as a scan of the index in its order that stops
+    after n rows, whatever the planner's statistics say. A table filled from empty has none until autovacuum's
+    analyse (and a site's own records can grow far past what an old analyse saw among many partners' records):
+    PostgreSQL then guesses that a handful of rows match and plans a bitmap scan of every matching row and a sort,
+    so each page read every pending record and a bulk send slowed as it grew. Nothing else changes on SQLite."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    previous = conn.exec_driver_sql(_INDEX_ORDER_ON).one()
+    yield  # on an error the transaction is aborted and rolls the settings back itself
+    conn.exec_driver_sql(_INDEX_ORDER_OFF, {"bitmap": previous.bitmap, "sort": previous.sort})
 
 
 def upsert(

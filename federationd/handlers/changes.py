@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import Connection, Text, and_, bindparam, cast, func, or_, select, update
+from sqlalchemy import Connection, Text, and_, bindparam, cast, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from federationd import linklog
@@ -82,14 +82,17 @@ def _by_category(keys: Iterable[tuple[str, str]], chunk: int = _LOOKUP_CHUNK) ->
             yield category, ids[start:start + chunk]
 
 
-# PostgreSQL: the ids as ONE array parameter joined through `unnest`, so each id is an index probe on all three key
-# columns whatever the planner knows. A table filled from empty has no statistics until autovacuum's analyse, and
-# then plans `id IN (500 parameters)` (and `id = ANY(:ids)` alike) as a scan of the (origin, category) prefix that
-# filters every record of the category: 20x to 30x slower, and slower as the table fills (benchmarks/pg_lookup.py).
+# PostgreSQL: the ids as ONE array parameter, each looked up through a LATERAL subquery with LIMIT 1, which the
+# planner cannot merge into a join: one probe of the primary key per id, whatever the planner knows. A table filled
+# from empty has no statistics until autovacuum's analyse; PostgreSQL then plans `id IN (500 parameters)` (and
+# `id = ANY(:ids)` alike) as a scan of the (origin, category) prefix that filters every record of the category, and a
+# plain join against `unnest(:ids)` as a hash of every record of the category: each message read the whole
+# category, slower as the table fills (benchmarks/pg_lookup.py, tests/stub/test_pg_plans.py).
 _PG_KEYS = func.unnest(cast(bindparam("ids"), ARRAY(Text))).table_valued("id").render_derived(name="k")
-_PG_HELD = select(records.c.id, records.c.epoch, records.c.version).select_from(_PG_KEYS.join(records, and_(
+_PG_ONE = select(records.c.id, records.c.epoch, records.c.version).where(
     records.c.origin == bindparam("origin"), records.c.category == bindparam("category"),
-    records.c.id == _PG_KEYS.c.id)))
+    records.c.id == _PG_KEYS.c.id).limit(1).lateral("r")
+_PG_HELD = select(_PG_ONE.c.id, _PG_ONE.c.epoch, _PG_ONE.c.version).select_from(_PG_KEYS.join(_PG_ONE, true()))
 
 
 def _held(conn: Connection, origin: str, changes: list[WireChange]) -> dict[tuple[str, str], Stamp]:
@@ -152,6 +155,12 @@ def apply_changes(conn: Connection, body: ChangesBody, now: float) -> Applied:
     return result
 
 
+# One record by its whole key: planned as a probe of the primary key with or without statistics.
+_PG_TOMBSTONE = update(records).where(
+    records.c.origin == bindparam("o"), records.c.category == bindparam("c"), records.c.id == bindparam("i"),
+).values(deleted=True, data="{}", epoch=bindparam("epoch"), updated_at=bindparam("now"))
+
+
 def sweep(conn: Connection, origin: str, epoch: int, categories: list[str], since: date | None,
           now: float) -> int:
     """Tombstone the origin's records in `categories` that the snapshot of `epoch` did not carry (they hold an
@@ -161,6 +170,10 @@ def sweep(conn: Connection, origin: str, epoch: int, categories: list[str], sinc
         records.c.epoch < epoch)
     doomed = [(row.category, row.id) for row in conn.execute(stale)
               if row.category != "schedule" or since is None or schedule_in_window(json.loads(row.data), since)]
+    if doomed and conn.dialect.name == "postgresql":  # by key: `id IN (...)` has the look-up's planner trap
+        conn.execute(_PG_TOMBSTONE, [{"o": origin, "c": category, "i": record_id, "epoch": epoch, "now": now}
+                                     for category, record_id in doomed])
+        return len(doomed)
     for category, ids in _by_category(doomed):
         conn.execute(update(records).where(
             records.c.origin == origin, records.c.category == category, records.c.id.in_(ids),

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, select, tuple_
 from federationd.bounds import MAX_RECORD_BYTES
 from federationd.categories import schedule_in_window
 from federationd.schema import records
+from federationd.sql import index_order
 from federationd.store import reading
 from federationd.wire import change_json
 
@@ -73,8 +74,9 @@ _COLUMNS = (records.c.category, records.c.id, records.c.version, records.c.delet
 
 def next_batch(conn: Connection, origin: str, after_seq: int, max_records: int, max_bytes: int) -> Batch | None:
     """The oldest pending home changes after `after_seq`, as one batch within the limits, or None."""
-    rows = conn.execute(select(*_COLUMNS).where(records.c.origin == origin, records.c.version > after_seq)
-                        .order_by(records.c.version).limit(max_records))
+    with index_order(conn):
+        rows = conn.execute(select(*_COLUMNS).where(records.c.origin == origin, records.c.version > after_seq)
+                            .order_by(records.c.version).limit(max_records)).all()
     batch = Batch()
     for row in rows:
         if not batch.fits(max_records, max_bytes, _size(row)):
@@ -89,11 +91,8 @@ def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: i
     after: tuple[str, str] | None = None
     batch = Batch()
     while True:
-        query = select(*_COLUMNS).where(records.c.origin == origin, records.c.deleted.is_(False))
-        if after is not None:
-            query = query.where(tuple_(records.c.category, records.c.id) > after)
         with reading(engine) as conn:
-            page = conn.execute(query.order_by(records.c.category, records.c.id).limit(max_records)).all()
+            page = _page(conn, origin, after, max_records)
         if not page:
             break
         after = (page[-1].category, page[-1].id)
@@ -106,3 +105,12 @@ def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: i
             batch.add(row, origin)
     if batch.changes or batch.oversized:
         yield batch
+
+
+def _page(conn: Connection, origin: str, after: tuple[str, str] | None, limit: int) -> list[Any]:
+    """Up to `limit` live home records after the (category, id) `after`, in that order."""
+    query = select(*_COLUMNS).where(records.c.origin == origin, records.c.deleted.is_(False))
+    if after is not None:
+        query = query.where(tuple_(records.c.category, records.c.id) > after)
+    with index_order(conn):
+        return list(conn.execute(query.order_by(records.c.category, records.c.id).limit(limit)).all())
