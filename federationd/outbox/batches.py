@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, tuple_
+from sqlalchemy import Connection, Engine, Select, select, text, tuple_
 
 from federationd.bounds import MAX_RECORD_BYTES
 from federationd.categories import schedule_in_window
@@ -83,17 +83,38 @@ def next_batch(conn: Connection, origin: str, after_seq: int, max_records: int, 
     return batch if batch.versions else None
 
 
+# PostgreSQL: on a records table without planner statistics (filled since autovacuum's last analyse) a snapshot
+# page is planned for a few rows, as a bitmap scan of every record of the origin after the page's start and a sort:
+# each page reads the rest of the table, so a snapshot of N records reads about N^2 / (2 x page) rows
+# (docs/performance.md, "Snapshot"). With sorts and bitmap scans off, in the page's own read transaction only, what
+# is left is the ordered primary key scan that stops after one page, whatever the statistics.
+_ORDERED_SCAN = ("SET LOCAL enable_sort = off", "SET LOCAL enable_bitmapscan = off")
+
+
+def ordered_scan(conn: Connection) -> None:
+    """Make the rest of this read transaction page through the primary key (PostgreSQL; SQLite does already)."""
+    if conn.dialect.name == "postgresql":
+        for setting in _ORDERED_SCAN:
+            conn.execute(text(setting))
+
+
+def snapshot_page(origin: str, after: tuple[str, str] | None, max_records: int) -> Select[Any]:
+    """The next page of live home records after (category, id) `after`, in key order."""
+    query = select(*_COLUMNS).where(records.c.origin == origin, records.c.deleted.is_(False))
+    if after is not None:
+        query = query.where(tuple_(records.c.category, records.c.id) > after)
+    return query.order_by(records.c.category, records.c.id).limit(max_records)
+
+
 def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: int,
                      since: date) -> Iterator[Batch]:
     """Every live home record (schedules only from `since`), in bounded batches, one short read per page."""
     after: tuple[str, str] | None = None
     batch = Batch()
     while True:
-        query = select(*_COLUMNS).where(records.c.origin == origin, records.c.deleted.is_(False))
-        if after is not None:
-            query = query.where(tuple_(records.c.category, records.c.id) > after)
         with reading(engine) as conn:
-            page = conn.execute(query.order_by(records.c.category, records.c.id).limit(max_records)).all()
+            ordered_scan(conn)
+            page = conn.execute(snapshot_page(origin, after, max_records)).all()
         if not page:
             break
         after = (page[-1].category, page[-1].id)
