@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from federationd import linklog
 from federationd.bounds import MAX_CHANGES, clip, quoted
-from federationd.categories import CATEGORIES, check_size, find_credential, schedule_in_window
+from federationd.categories import CATEGORIES, check_size, find_credential
 from federationd.errors import RejectedChange
 from federationd.handlers.ordering import Floor, Stamp, floor_stamp, plan
 from federationd.schema import inbound_sweeps, receive_history, records
@@ -153,32 +153,6 @@ def apply_changes(conn: Connection, body: ChangesBody, now: float) -> Applied:
     result.skipped = decided.skipped
     _note_history(conn, body.origin, {c.category for c in changes}, now)
     return result
-
-
-# One record by its whole key: planned as a probe of the primary key with or without statistics.
-_PG_TOMBSTONE = update(records).where(
-    records.c.origin == bindparam("o"), records.c.category == bindparam("c"), records.c.id == bindparam("i"),
-).values(deleted=True, data="{}", epoch=bindparam("epoch"), updated_at=bindparam("now"))
-
-
-def sweep(conn: Connection, origin: str, epoch: int, categories: list[str], since: date | None,
-          now: float) -> int:
-    """Tombstone the origin's records in `categories` that the snapshot of `epoch` did not carry (they hold an
-    older epoch); schedules only inside the resent window."""
-    stale = select(records.c.category, records.c.id, records.c.data).where(
-        records.c.origin == origin, records.c.category.in_(categories), records.c.deleted.is_(False),
-        records.c.epoch < epoch)
-    doomed = [(row.category, row.id) for row in conn.execute(stale)
-              if row.category != "schedule" or since is None or schedule_in_window(json.loads(row.data), since)]
-    if doomed and conn.dialect.name == "postgresql":  # by key: `id IN (...)` has the look-up's planner trap
-        conn.execute(_PG_TOMBSTONE, [{"o": origin, "c": category, "i": record_id, "epoch": epoch, "now": now}
-                                     for category, record_id in doomed])
-        return len(doomed)
-    for category, ids in _by_category(doomed):
-        conn.execute(update(records).where(
-            records.c.origin == origin, records.c.category == category, records.c.id.in_(ids),
-        ).values(deleted=True, data="{}", epoch=epoch, updated_at=now))
-    return len(doomed)
 
 
 def tombstone(conn: Connection, origin: str, categories: tuple[str, ...], now: float) -> int:

@@ -12,13 +12,14 @@ import json
 from collections import Counter
 from datetime import date
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from federationd.categories import schedule_in_window
 from federationd.errors import RejectedChange
-from federationd.handlers.changes import Applied, apply_changes, sweep
+from federationd.handlers.changes import Applied, apply_changes
 from federationd.handlers.ordering import NEW, STALE, SnapshotRef, complete, part_conflict, part_role
-from federationd.schema import inbound_snapshot_parts, inbound_snapshots, inbound_sweeps
+from federationd.schema import inbound_snapshot_parts, inbound_snapshots, inbound_sweeps, records
 from federationd.sql import upsert
 from federationd.wire import ChangesBody, SnapshotPart
 
@@ -112,3 +113,40 @@ def _finish(conn: Connection, body: ChangesBody, part: SnapshotPart, counts: Cou
         finished.update(floor_epoch=body.epoch, floor_since=part.since,
                         floor_categories=json.dumps(sorted(part.categories)))
     upsert(conn, inbound_sweeps, [{"origin": origin, **finished}], keys=("origin",))
+
+
+_SCHEDULE_PAGE = 500  # stale schedules read per page for the window check: the sweep's memory stays bounded
+
+
+def sweep(conn: Connection, origin: str, epoch: int, categories: list[str], since: date | None,
+          now: float) -> int:
+    """Tombstone the origin's records in `categories` that the snapshot of `epoch` did not carry (they hold an
+    older epoch); schedules only inside the resent window.
+
+    Set-based: one UPDATE for every category whose records all count, whatever their number (no ids go to
+    Python and back in IN-lists, which PostgreSQL plans as a scan per list on a table without statistics).
+    Only schedules need a look at their data: they are read in pages by id, and the ones inside the window
+    are tombstoned by their whole key, one row each."""
+    stale = (records.c.origin == origin, records.c.deleted.is_(False), records.c.epoch < epoch)
+    gone = {"deleted": True, "data": "{}", "epoch": epoch, "updated_at": now}
+    whole = sorted(category for category in categories if category != "schedule" or since is None)
+    swept = 0
+    if whole:
+        swept += int(conn.execute(update(records).where(*stale, records.c.category.in_(whole)).values(**gone))
+                     .rowcount)
+    if since is None or "schedule" not in categories:
+        return swept
+    by_key = update(records).where(records.c.origin == origin, records.c.category == "schedule",
+                                   records.c.id == bindparam("key_id")).values(**gone)
+    after = ""
+    while True:
+        page = conn.execute(select(records.c.id, records.c.data).where(
+            *stale, records.c.category == "schedule", records.c.id > after,
+        ).order_by(records.c.id).limit(_SCHEDULE_PAGE)).all()
+        if not page:
+            return swept
+        after = page[-1].id
+        doomed = [{"key_id": row.id} for row in page if schedule_in_window(json.loads(row.data), since)]
+        if doomed:
+            conn.execute(by_key, doomed)
+            swept += len(doomed)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, tuple_
+from sqlalchemy import Connection, Engine, Select, select, tuple_
 
 from federationd.bounds import MAX_RECORD_BYTES
 from federationd.categories import schedule_in_window
@@ -85,6 +85,14 @@ def next_batch(conn: Connection, origin: str, after_seq: int, max_records: int, 
     return batch if batch.versions else None
 
 
+def snapshot_page(origin: str, after: tuple[str, str] | None, max_records: int) -> Select[Any]:
+    """The next page of live home records after (category, id) `after`, in key order."""
+    query = select(*_COLUMNS).where(records.c.origin == origin, records.c.deleted.is_(False))
+    if after is not None:
+        query = query.where(tuple_(records.c.category, records.c.id) > after)
+    return query.order_by(records.c.category, records.c.id).limit(max_records)
+
+
 def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: int,
                      since: date) -> Iterator[Batch]:
     """Every live home record (schedules only from `since`), in bounded batches, one short read per page."""
@@ -108,9 +116,7 @@ def snapshot_batches(engine: Engine, origin: str, max_records: int, max_bytes: i
 
 
 def _page(conn: Connection, origin: str, after: tuple[str, str] | None, limit: int) -> list[Any]:
-    """Up to `limit` live home records after the (category, id) `after`, in that order."""
-    query = select(*_COLUMNS).where(records.c.origin == origin, records.c.deleted.is_(False))
-    if after is not None:
-        query = query.where(tuple_(records.c.category, records.c.id) > after)
+    """Up to `limit` live home records after the (category, id) `after`, in that order (an ordered key scan on
+    PostgreSQL too, whatever its statistics: `sql.index_order`)."""
     with index_order(conn):
-        return list(conn.execute(query.order_by(records.c.category, records.c.id).limit(limit)).all())
+        return list(conn.execute(snapshot_page(origin, after, limit)).all())

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import Connection, Engine
 
-from federationd.handlers.changes import _held, sweep
+from federationd.handlers.changes import _held
+from federationd.handlers.snapshots import sweep
 from federationd.outbox.batches import _page, next_batch
 from federationd.schema import records
 from federationd.store import make_engine, migrate
