@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -25,6 +26,7 @@ from federationd.schema import records
 from federationd.store import reading
 from tests.faults.common import compare, converge, epoch_of, link, link_row
 from tests.support.pg import (
+    ADMIN_DSN,
     applied,
     audit_applies,
     block_role,
@@ -157,9 +159,15 @@ def test_kill9_of_the_active_daemon_mid_snapshot(pair):
                                    .where(link_rows.c.site == b.id)).one()
             return bool(row.snapshot_due) and row.sending_since is not None
 
-        a.cli("relink", b.id)
-        wait_until(snapshot_underway, 90, interval=0.005, what="A sending the snapshot")
-        a.stop(signal.SIGKILL)
+        # The snapshot's epoch bump (an update of site_state) waits on this lock: A is caught sending it, its
+        # sending mark and snapshot_due both set, however fast the machine (a 5,000-record snapshot could end
+        # between two polls, or before the CLI's own process had exited).
+        with psycopg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{a.pg_name}") as holder:
+            holder.execute("LOCK TABLE site_state IN EXCLUSIVE MODE")  # reads go on, updates wait
+            a.cli("relink", b.id)
+            wait_until(snapshot_underway, 90, what="A sending the snapshot")
+            a.stop(signal.SIGKILL)
+            holder.rollback()
     assert link_row(standby, b.id).snapshot_due, "the snapshot had been sent in full before the kill"
     wait_until(lambda: active(standby) == 1, 30, what="the standby takes over")
     wait_until(lambda: epoch_of(a) > epoch_before and held_at(b, a.id, epoch_of(a)) == SNAPSHOT_TOTAL, 180,
