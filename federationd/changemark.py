@@ -19,7 +19,9 @@ _LINKS = select(links.c.site, links.c.state, links.c.paused, links.c.sent_seq, l
                 links.c.send_now, links.c.sending_since, links.c.failures, links.c.retry_at, links.c.deferred_until,
                 links.c.hold_seq).order_by(links.c.site)
 _SITE = select(site_state.c.next_seq, site_state.c.epoch, site_state.c.paused)
-_OUTBOX = select(func.min(outbox.c.seq), func.max(outbox.c.seq))
+# Two scalar subqueries, each an index look-up: SQLite answers `min(seq), max(seq)` in one statement by scanning
+# the whole outbox (its min/max optimisation takes a lone aggregate only), twice a second on an idle daemon.
+_OUTBOX = select(select(func.min(outbox.c.seq)).scalar_subquery(), select(func.max(outbox.c.seq)).scalar_subquery())
 _CONTROLS = select(control_outbox.c.id, control_outbox.c.site).order_by(control_outbox.c.id)
 
 
