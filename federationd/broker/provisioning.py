@@ -31,10 +31,12 @@ DEPTHS_TIMEOUT_SECONDS = 5.0  # read by the daemon's main loop: a hung API must 
 
 __all__ = ["ManagementAPI", "QueueDepths", "new_password", "partner_user", "token_user"]  # names: topology.py
 
-# A partner's user publishes from one connection at a time (one send per partner); a few spare for a reconnect
-# racing the broker's notice of the old one. One channel per connection.
-PARTNER_MAX_CONNECTIONS = 3
-PARTNER_MAX_CHANNELS = 6
+# A partner's user publishes from one connection at a time (one send per partner), plus its operator's `link`
+# verbs; spare ones for a reconnect racing the broker's notice of the old one, and for a closed connection the
+# broker has not let go of yet (on a loaded machine, closed publisher connections were seen held for up to a
+# heartbeat interval, 30 s: with 3 allowed, the fourth send within that time was refused). One channel each.
+PARTNER_MAX_CONNECTIONS = 6
+PARTNER_MAX_CHANNELS = 12
 
 
 def new_password() -> str:

@@ -229,8 +229,16 @@ class Publisher(ConfirmingPublisher):
         if self._cancel is not None:
             self._cancel.disarm()
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
+        if connection is None:
+            return
+        if connection.is_open:
             try:
                 connection.close()
             except (pika.exceptions.AMQPError, OSError) as exc:
                 log.debug("closing the connection to %s: %s", self.site, exc)
+        if not connection.is_closed:  # the partner's broker counts it against its user's connection limit
+            log.warning("the connection to %s's broker did not close cleanly: dropping it", self.site)
+            try:
+                connection._impl._adapter_disconnect_stream()  # pika 1.x, as broker/cancel.py
+            except (pika.exceptions.AMQPError, OSError, AttributeError) as exc:
+                log.debug("dropping the connection to %s: %s", self.site, exc)

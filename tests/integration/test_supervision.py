@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import text
 
 from federationd import links
+from federationd.broker.provisioning import PARTNER_MAX_CONNECTIONS
 from federationd.store import reading
 from tests.faults.common import change, confirming_channel, connect_as, publish, raw
 from tests.support.pg import ADMIN_DSN
@@ -299,7 +300,7 @@ def _broker_bounds_are_set(a: Site, b: Site) -> None:
     assert inbound["effective_policy_definition"]["overflow"] == "reject-publish"
     assert inbound["arguments"].get("x-single-active-consumer") is True
     limits = a.broker.api("GET", f"/api/user-limits/{q(f'fed.{a.id}.{b.id}', safe='')}")
-    assert limits and limits[0]["value"]["max-connections"] == 3
+    assert limits and limits[0]["value"]["max-connections"] == PARTNER_MAX_CONNECTIONS
 
 
 def test_an_active_daemon_that_loses_its_lock_session_fences_itself(make_site, backend):

@@ -108,6 +108,7 @@ class DroppedConnection:
     def __init__(self, error: Exception) -> None:
         self.error = error
         self.is_open = False
+        self.is_closed = True
         self.publisher: Publisher | None = None
 
     def process_data_events(self, time_limit: float) -> None:
