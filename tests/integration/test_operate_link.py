@@ -183,7 +183,9 @@ def test_release_stops_both_sides_revokes_and_allows_a_new_link(make_site, broke
     wait_until(lambda: not {f"fed.{a.id}.{b.id}", f"fed.{b.id}.{a.id}"} & {u["name"] for u in
                                                                          broker.api("GET", "/api/users")}, 30,
                what="both partner users revoked")
-    wait_until(lambda: not [c for c in broker.connections() if c.get("user", "").startswith("fed.")], 30,
+    # 90 s: on a loaded machine the broker was seen holding a closed publisher connection for one heartbeat
+    # interval (30 s) before dropping it (an open defect, docs/decisions.md "A partner user's connection limit")
+    wait_until(lambda: not [c for c in broker.connections() if c.get("user", "").startswith("fed.")], 90,
                what="no partner connection left")
 
     refused = a.cli("send-now", b.id, check=False)
